@@ -1,0 +1,253 @@
+"""The `shadowtap` front door and the `extract` subcommand.
+
+Subcommands are found through the `shadowtap.commands` entry-point group, so each package
+registers its own and this module never imports replay or analyze. User errors are one plain
+line on stderr (`error: …`) and an exit code: 0 fine, 1 input partly unreadable (results
+kept), 2 usage error or an input that is not a capture at all.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .exchange import Exchange
+from .extract import Extractor, InputReport, input_size, parse_server, read_capture
+from .har import HarWriter
+from .http1 import DEFAULT_MAX_BODY
+from .pcapfile import NotACapture, Record
+from .recording import ExchangeWriter, write_manifest
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, never a traceback."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def version() -> str:
+    try:
+        return metadata.version("shadowtap")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _size(text: str) -> int:
+    """`64M`, `512k`, `1G` or a plain byte count."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64M)") from None
+
+
+# -- extract ----------------------------------------------------------------------------
+def register_extract(sub: Any) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="reassemble TCP in pcap/pcapng files and pair HTTP/1.x requests with responses",
+        description="Read captures (pcap or pcapng, optionally gzipped, or - for stdin) and "
+        "write the HTTP/1.x exchanges they hold.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="capture file, or - for stdin")
+    out = p.add_argument_group("outputs (at least one; default --jsonl -)")
+    out.add_argument("-o", "--output", metavar="REC", help="write a recording directory (Parquet + manifest)")
+    out.add_argument("--jsonl", metavar="FILE", help="one JSON object per exchange (- for stdout)")
+    out.add_argument("--har", metavar="FILE", help="HAR 1.2 file (- for stdout)")
+    p.add_argument("--port", type=int, action="append", default=[], metavar="P",
+                   help="the server listens on port P (when the capture lacks SYNs)")
+    p.add_argument("--server", action="append", default=[], metavar="HOST:PORT",
+                   help="the server's address (repeatable)")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N exchanges")
+    p.add_argument("--max-body", type=_size, default=DEFAULT_MAX_BODY, metavar="BYTES",
+                   help="keep at most this much of each body (default 64M); the rest is counted")
+    p.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
+                   help="capture-time seconds after which an idle connection is closed (default 300)")
+    p.set_defaults(func=cmd_extract)
+
+
+class _Sinks:
+    """The outputs an extraction writes to, opened together and closed together."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.closers: list[Callable[[], None]] = []
+        self.adders: list[Callable[[Exchange], None]] = []
+        self.rec = Path(args.output) if args.output else None
+        if self.rec is not None:
+            w = ExchangeWriter(self.rec)
+            self.adders.append(w.add)
+            self.closers.append(w.close)
+        jsonl = args.jsonl if args.jsonl or args.har or args.output else "-"
+        if jsonl:
+            f = self._open(jsonl)
+            dumps = json.dumps
+            write = f.write
+            self.adders.append(lambda ex: write(dumps(ex.summary()) + "\n"))
+            self.closers.append(f.flush if jsonl == "-" else f.close)
+        if args.har:
+            f = self._open(args.har)
+            har = HarWriter(f, version())
+            self.adders.append(har.add)
+            self.closers.append(har.close)
+            self.closers.append(f.flush if args.har == "-" else f.close)
+
+    def _open(self, path: str) -> Any:
+        if path == "-":
+            return sys.stdout
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror}") from None
+        return os.fdopen(fd, "w", buffering=1 << 20)
+
+    def add(self, ex: Exchange) -> None:
+        for a in self.adders:
+            a(ex)
+
+    def close(self) -> None:
+        for c in self.closers:
+            c()
+
+
+def _progress(paths: list[str]) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TextColumn("{task.fields[exchanges]} exchanges"), TimeRemainingColumn(),
+                    transient=True)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    for path in args.inputs:
+        if path != "-" and not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+    try:
+        servers = [parse_server(s) for s in args.server]
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    ex = Extractor(args.port, servers, args.max_body, args.idle_timeout)
+    sinks = _Sinks(args)
+    started = time.time()
+    reports: list[InputReport] = []
+    limit = args.limit
+    written = 0
+    code = 0
+    progress = _progress(args.inputs)
+
+    def emit(batch: list[Exchange]) -> bool:
+        nonlocal written
+        for e in batch:
+            if limit is not None and written >= limit:
+                return False
+            sinks.add(e)
+            written += 1
+        return limit is None or written < limit
+
+    try:
+        if progress is not None:
+            progress.start()
+        going = True
+        for path in args.inputs:
+            rep = InputReport(path)
+            reports.append(rep)
+            task = None
+            if progress is not None:
+                task = progress.add_task(os.path.basename(path), total=input_size(path), exchanges=0)
+            try:
+                for recs in read_capture(path, rep):
+                    going = emit(ex.feed(recs))
+                    if task is not None:
+                        progress.update(task, completed=rep.bytes, exchanges=written)
+                    if not going:
+                        break
+            except NotACapture:
+                raise UserError(f"{path} is not a pcap or pcapng file") from None
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise UserError(f"{path}: {e.strerror or e}") from None
+            if rep.error:
+                code = 1
+            if not going:
+                break
+        if going:
+            emit(ex.finish())
+    finally:
+        if progress is not None:
+            progress.stop()
+        sinks.close()
+    for rep in reports:
+        for w in rep.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if rep.error:
+            print(f"error: {rep.error}", file=sys.stderr)
+    counts = ex.counts()
+    if sinks.rec is not None:
+        write_manifest(sinks.rec, "extract", {
+            "tool": "shadowtap", "version": version(),
+            "command": ["shadowtap", "extract", *sys.argv[2:]],
+            "started": started, "seconds": round(time.time() - started, 3),
+            "inputs": [vars(r) for r in reports],
+            "options": {"ports": args.port, "servers": args.server, "max_body": args.max_body,
+                        "limit": limit, "idle_timeout": args.idle_timeout},
+            "written": written,
+            "counts": counts,
+        })
+    flagged = ", ".join(f"{k} {v}" for k, v in counts["exchanges_by_flag"].items()) or "none"  # type: ignore[union-attr]
+    print(f"extracted {written} exchanges from {counts['packets']} packets "
+          f"({counts['http_connections']} HTTP of {counts['tcp_connections']} TCP connections); "
+          f"flagged: {flagged}", file=sys.stderr)
+    return code
+
+
+# -- front door -------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shadowtap",
+        description="Test a new release against real production traffic, offline: "
+        "capture, extract, replay to a shadow, analyze the differences.",
+    )
+    parser.add_argument("--version", action="version", version=f"shadowtap {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    seen = set()
+    for ep in sorted(metadata.entry_points(group="shadowtap.commands"), key=lambda e: e.name):
+        if ep.name not in seen:
+            seen.add(ep.name)
+            ep.load()(sub)
+    if "extract" not in seen:  # running from a source tree that was never installed
+        register_extract(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except BrokenPipeError:
+        # `… | head`: the reader left. Not an error; silence the flush at exit too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""HTTP/1.x message parsing for one direction of a connection (sans-I/O).
+
+Bytes (and gaps) in, `Message` objects out through two callbacks: `on_head` when a start line
+and headers are complete (a response asks its owner which request it answers, because HEAD and
+CONNECT change how its body is framed) and `on_end` when the message is complete. A parser
+never gives up on a connection: after garbage or lost bytes it scans for the next message
+start, and counts what it skipped, because one bad message should not cost the rest.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+# Parser states
+IDLE, HEAD, BODY_LEN, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, BODY_CLOSE, RESYNC, DEAD = range(10)
+
+MAX_HEAD = 64 * 1024
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+_RESYNC_KEEP = 512  # bytes kept between feeds so a message start split across segments is found
+
+_REQ_START = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31} ")
+_REQ_LINE_RE = re.compile(
+    rb"(?:^|\n)[A-Z][A-Z0-9_-]{0,31} [!-~]+ HTTP/[0-9]\.[0-9]\r?\n"
+)
+_RESP_LINE_RE = re.compile(rb"(?:^|\n)HTTP/[0-9]\.[0-9] [0-9]{3}[ \r\n]")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+NO_BODY_STATUS = frozenset((204, 304))
+
+
+class Message:
+    """One HTTP request or response as seen on the wire."""
+
+    __slots__ = ("is_request", "method", "target", "version", "status", "reason", "headers",
+                 "body", "stored", "body_len", "flags", "t_start", "t_end", "ack", "head_end",
+                 "interim", "error", "done")
+
+    def __init__(self, is_request: bool, t_start: float, ack: int) -> None:
+        self.is_request = is_request
+        self.method: str | None = None
+        self.target: str | None = None
+        self.version: str | None = None
+        self.status: int | None = None
+        self.reason: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.stored = 0  # body bytes kept (at most max_body)
+        self.body_len = 0  # body bytes on the wire (de-chunked), kept or not
+        self.flags: set[str] = set()
+        self.t_start = t_start
+        self.t_end = t_start
+        self.ack = ack  # the sender's ACK of the other direction when this message began
+        self.head_end = -1  # stream offset just past the head
+        self.interim: list[int] = []
+        self.error: str | None = None
+        self.done = False  # the parser has finished with it (complete or not)
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+
+class Parser:
+    """Parses one direction. `is_request` says which side of the conversation it reads."""
+
+    def __init__(
+        self,
+        is_request: bool,
+        on_head: Callable[[Message], str | None],
+        on_end: Callable[[Message], None],
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.is_request = is_request
+        self.on_head = on_head
+        self.on_end = on_end
+        self.max_body = max_body
+        self.state = IDLE
+        self.buf = b""
+        self.msg: Message | None = None
+        self.remaining = 0
+        self.offset = 0  # stream offset of the first byte not yet consumed
+        self.skipped = 0  # bytes passed over while resynchronising
+        self.messages = 0
+        self.errors: dict[str, int] = {}
+        self.pending_flags: set[str] = set()  # flags for the next message (e.g. after a gap)
+        self._ts = 0.0
+        self._ack = -1
+
+    # -- input ---------------------------------------------------------------------------
+    def feed(self, data: bytes, ts: float, ack: int = -1) -> None:
+        self._ts = ts
+        self._ack = ack
+        if self.state == DEAD:
+            self.offset += len(data)
+            return
+        if self.buf:  # self.offset already points at the kept bytes
+            data = self.buf + data
+            self.buf = b""
+        pos = 0
+        n = len(data)
+        while pos < n:
+            st = self.state
+            if st == BODY_LEN:
+                take = self.remaining if self.remaining < n - pos else n - pos
+                self._body(data[pos : pos + take] if pos or take != n else data)
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self._finish()
+            elif st == IDLE or st == HEAD:
+                pos = self._head(data, pos)
+                if pos < 0:
+                    return
+            elif st == CHUNK_DATA:
+                take = self.remaining if self.remaining < n - pos else n - pos
+                self._body(data[pos : pos + take])
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = CHUNK_CRLF
+            elif st == CHUNK_SIZE or st == CHUNK_CRLF or st == TRAILER:
+                pos = self._chunk_line(data, pos)
+                if pos < 0:
+                    return
+            elif st == BODY_CLOSE:
+                self._body(data[pos:] if pos else data)
+                pos = n
+            elif st == RESYNC:
+                pos = self._resync(data, pos)
+                if pos < 0:
+                    return
+            else:  # DEAD
+                self.offset += n
+                return
+        self.offset += n
+
+    def _keep(self, data: bytes, pos: int) -> int:
+        """Keep data[pos:] for the next feed. `offset` stays the stream offset of buf[0]."""
+        self.buf = data[pos:]
+        self.offset += pos
+        return -1
+
+    def gap(self, nbytes: int, ts: float, cause: str = "gap") -> None:
+        """`nbytes` of this direction were never captured."""
+        self._ts = ts
+        st = self.state
+        msg = self.msg
+        self.offset += len(self.buf) + nbytes
+        if st == DEAD:
+            return
+        if msg is not None and (st == BODY_LEN or st == CHUNK_DATA) and nbytes <= self.remaining and not self.buf:
+            # The hole is inside a body of known length: the framing survives it.
+            msg.flags.add(cause)
+            msg.body_len += nbytes
+            self.remaining -= nbytes
+            if not self.remaining:
+                if st == BODY_LEN:
+                    self._finish()
+                else:
+                    self.state = CHUNK_CRLF
+            return
+        if msg is not None and st == BODY_CLOSE:
+            msg.flags.add(cause)
+            msg.body_len += nbytes
+            return
+        self.buf = b""
+        if msg is not None:
+            msg.flags.add(cause)
+            msg.flags.add("incomplete")
+            self._finish()
+        else:
+            self.pending_flags.add(cause)
+        self.state = RESYNC
+
+    def eof(self, ts: float) -> None:
+        """The direction ended (FIN, RST or end of capture)."""
+        self._ts = ts
+        msg = self.msg
+        if self.state == BODY_CLOSE and msg is not None:
+            self._finish()
+        elif msg is not None:
+            msg.flags.add("incomplete")
+            self._finish()
+        elif self.buf and self.state in (IDLE, HEAD) and self.buf.strip(b"\r\n"):
+            self._error("head not terminated at end of stream", None)
+        self.buf = b""
+        self.state = DEAD
+
+    def kill(self) -> None:
+        """Stop parsing this direction for good (after an upgrade, CONNECT, or non-HTTP)."""
+        self.state = DEAD
+        self.buf = b""
+
+    def resync(self) -> None:
+        """Start by searching for a message start (capture began mid-connection)."""
+        self.state = RESYNC
+
+    def expect_headless(self, ts: float) -> None:
+        """The request was HTTP/0.9: its answer is a bare body that runs until close."""
+        if self.state in (IDLE, RESYNC) and not self.buf:
+            msg = self.msg = Message(self.is_request, ts, -1)
+            msg.version = "HTTP/0.9"
+            msg.head_end = self.offset
+            self.on_head(msg)
+            self.state = BODY_CLOSE
+
+    # -- heads ---------------------------------------------------------------------------
+    def _head(self, data: bytes, pos: int) -> int:
+        n = len(data)
+        if self.state == IDLE:
+            while pos < n and data[pos] in (13, 10):  # CRLFs between messages are allowed
+                pos += 1
+            if pos == n:
+                return pos
+            if not self._plausible_start(data, pos):
+                return self._error_resync("not an HTTP message start", data, pos)
+            self.state = HEAD
+            self.msg = Message(self.is_request, self._ts, self._ack)
+            self.msg.flags |= self.pending_flags
+            self.pending_flags = set()
+        end = data.find(b"\r\n\r\n", pos)
+        if end >= 0:
+            body_at = end + 4
+        else:
+            end = data.find(b"\n\n", pos)
+            if end >= 0:
+                body_at = end + 2
+            else:
+                cut = data.find(b"\n\r\n", pos)
+                if cut < 0:
+                    if self.is_request and (nl := data.find(b"\n", pos)) >= 0 and b" HTTP/" not in data[pos:nl]:
+                        return self._http09(data, pos, nl)
+                    if n - pos > MAX_HEAD:
+                        return self._error_resync("head larger than 64 KiB", data, pos)
+                    return self._keep(data, pos)
+                end, body_at = cut, cut + 3
+        sol = data.find(b"\n", pos, end + 1)
+        if self.is_request and b" HTTP/" not in data[pos:sol if sol >= 0 else end]:
+            return self._http09(data, pos, sol if sol >= 0 else end)
+        head = data[pos:end].decode("latin-1")
+        return self._parse_head(head, data, body_at)
+
+    def _plausible_start(self, data: bytes, pos: int) -> bool:
+        chunk = data[pos : pos + 40]
+        if self.is_request:
+            m = _REQ_START.match(chunk)
+            return m is not None or (len(chunk) < 33 and re.fullmatch(rb"[A-Za-z0-9_.!#$%&'*+^`|~-]*", chunk) is not None)
+        return chunk.startswith(b"HTTP/") or (len(chunk) < 5 and b"HTTP/".startswith(chunk))
+
+    def _http09(self, data: bytes, pos: int, nl: int) -> int:
+        """`GET /path` with no version: HTTP/0.9, a one-line request with no headers."""
+        line = data[pos:nl].rstrip(b"\r").decode("latin-1")
+        parts = line.split()
+        if len(parts) != 2:
+            return self._error_resync("invalid request line", data, pos)
+        msg = self.msg
+        assert msg is not None
+        msg.method, msg.target, msg.version = parts[0], parts[1], "HTTP/0.9"
+        msg.head_end = self.offset + nl + 1
+        self.on_head(msg)
+        self._finish()
+        return nl + 1
+
+    def _parse_head(self, head: str, data: bytes, body_at: int) -> int:
+        msg = self.msg
+        assert msg is not None
+        lines = head.split("\n")
+        first = lines[0].rstrip("\r")
+        if self.is_request:
+            parts = first.split(" ")
+            if len(parts) < 3:
+                return self._error_resync("invalid request line", data, body_at)
+            if len(parts) > 3:  # spaces inside the target: keep them, as servers often do
+                parts = [parts[0], " ".join(parts[1:-1]), parts[-1]]
+            msg.method, msg.target, msg.version = parts
+            if not msg.version.startswith("HTTP/"):
+                return self._error_resync("invalid request line", data, body_at)
+        else:
+            parts = first.split(" ", 2)
+            if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+                return self._error_resync("invalid status line", data, body_at)
+            msg.version = parts[0]
+            msg.status = int(parts[1])
+            msg.reason = parts[2] if len(parts) > 2 else ""
+        headers = msg.headers
+        clen: str | None = None
+        te: str | None = None
+        for line in lines[1:]:
+            line = line.rstrip("\r")
+            if not line:
+                continue
+            if line[0] in " \t" and headers:  # obsolete line folding
+                k, v = headers[-1]
+                headers[-1] = (k, v + " " + line.strip())
+                continue
+            k, sep, v = line.partition(":")
+            if not sep:
+                msg.flags.add("bad_header")
+                continue
+            v = v.strip()
+            headers.append((k, v))
+            lk = k.lower()
+            if lk == "content-length":
+                if clen is not None and clen != v:
+                    msg.flags.add("conflicting_content_length")
+                elif clen is None:
+                    clen = v
+            elif lk == "transfer-encoding":
+                te = v if te is None else te + ", " + v
+        msg.head_end = self.offset + body_at
+        msg.t_end = self._ts
+        method = self.on_head(msg)
+        return self._framing(msg, clen, te, method, body_at)
+
+    def _framing(self, msg: Message, clen: str | None, te: str | None, method: str | None, pos: int) -> int:
+        st = msg.status
+        if not self.is_request:
+            if st is not None and 100 <= st < 200:
+                if st == 101:
+                    msg.flags.add("upgrade")
+                self._finish()
+                if st == 101:
+                    self.kill()
+                return pos
+            if method == "HEAD" or st in NO_BODY_STATUS:
+                self._finish()
+                return pos
+            if method == "CONNECT" and st is not None and 200 <= st < 300:
+                msg.flags.add("upgrade")
+                self._finish()
+                self.kill()
+                return pos
+        if te is not None and te.lower().replace(" ", "").split(",")[-1] == "chunked":
+            self.state = CHUNK_SIZE
+            return pos
+        if clen is not None:
+            try:
+                length = int(clen.split(",")[0].strip())
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                msg.flags.add("bad_content_length")
+                length = -1
+            if length == 0:
+                self._finish()
+                return pos
+            if length > 0:
+                self.state = BODY_LEN
+                self.remaining = length
+                return pos
+        if self.is_request:
+            self._finish()  # a request without framing headers has no body
+            return pos
+        self.state = BODY_CLOSE  # the body runs until the connection closes
+        return pos
+
+    # -- chunked -------------------------------------------------------------------------
+    def _chunk_line(self, data: bytes, pos: int) -> int:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            if len(data) - pos > 4096:
+                return self._error_resync("chunk size line too long", data, pos)
+            return self._keep(data, pos)
+        line = data[pos:nl].rstrip(b"\r")
+        st = self.state
+        msg = self.msg
+        assert msg is not None
+        if st == CHUNK_CRLF:
+            if line:
+                msg.flags.add("bad_chunk")
+                return self._error_resync("chunk data not followed by CRLF", data, pos)
+            self.state = CHUNK_SIZE
+            return nl + 1
+        if st == TRAILER:
+            if not line:
+                self._finish()
+            else:
+                k, _, v = line.decode("latin-1").partition(":")
+                msg.headers.append((k, v.strip()))
+                msg.flags.add("trailers")
+            return nl + 1
+        size = line.split(b";", 1)[0].strip()
+        if not size or not all(c in _HEX for c in size):
+            msg.flags.add("bad_chunk")
+            return self._error_resync("invalid chunk size", data, pos)
+        n = int(size, 16)
+        if n == 0:
+            self.state = TRAILER
+        else:
+            self.state = CHUNK_DATA
+            self.remaining = n
+        return nl + 1
+
+    # -- bodies and endings --------------------------------------------------------------
+    def _body(self, chunk: bytes) -> None:
+        msg = self.msg
+        assert msg is not None
+        n = len(chunk)
+        msg.body_len += n
+        room = self.max_body - msg.stored
+        if room >= n:
+            msg.body.append(chunk)
+            msg.stored += n
+        else:
+            if room > 0:
+                msg.body.append(chunk[:room])
+                msg.stored += room
+            msg.flags.add("body_truncated")
+        msg.t_end = self._ts
+
+    def _finish(self) -> None:
+        msg = self.msg
+        assert msg is not None
+        msg.t_end = self._ts
+        msg.done = True
+        self.msg = None
+        self.messages += 1
+        if self.state != DEAD:
+            self.state = IDLE
+        self.on_end(msg)
+
+    def _error(self, reason: str, msg: Message | None) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+        if msg is not None:
+            msg.error = reason
+            msg.flags.add("parse_error")
+            msg.flags.add("incomplete")
+            self._finish()
+
+    def _error_resync(self, reason: str, data: bytes, pos: int) -> int:
+        msg = self.msg
+        if msg is not None and msg.head_end < 0 and (msg.method or msg.status) is None:
+            # Nothing usable was parsed: count it, do not emit an empty message.
+            self.msg = None
+            self.errors[reason] = self.errors.get(reason, 0) + 1
+            self.pending_flags.add("parse_error")
+        else:
+            self._error(reason, msg)
+        self.state = RESYNC
+        return self._resync(data, pos + 1 if pos < len(data) else pos)
+
+    def _resync(self, data: bytes, pos: int) -> int:
+        rx = _REQ_LINE_RE if self.is_request else _RESP_LINE_RE
+        m = rx.search(data, pos)
+        if m is None:
+            keep = max(pos, len(data) - _RESYNC_KEEP)
+            self.skipped += keep - pos
+            return self._keep(data, keep)
+        start = m.start() + (1 if data[m.start()] == 10 else 0)
+        self.skipped += start - pos
+        self.state = IDLE
+        return start

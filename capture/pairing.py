@@ -1,0 +1,313 @@
+"""One TCP connection's HTTP conversation: decide who is the server, pair requests with
+responses, and emit exchanges in order (sans-I/O: it implements the reassembler's Sink).
+
+Pairing is in order (HTTP/1.1 answers pipelined requests in order). After packet loss, order
+alone can pair a response with the wrong request, so the server's ACK number is used as
+evidence: a response cannot answer a request whose head the server had not yet received, and
+(without pipelining) it answers the last request the server had received.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+
+from .exchange import Exchange
+from .http1 import DEFAULT_MAX_BODY, Message, Parser
+from .tcp import Connection
+
+CLASSIFY_LIMIT = 64 * 1024  # bytes buffered per direction before we call a stream non-HTTP
+_REQ_AT_START = re.compile(rb"[\r\n]*[A-Z][A-Z0-9_-]{0,31} [!-~]+ HTTP/[0-9]\.[0-9]\r?\n")
+_REQ_PREFIX = re.compile(rb"[\r\n]*[A-Za-z][A-Za-z0-9_-]{0,31}( |$)")
+_RESP_AT_START = re.compile(rb"[\r\n]*HTTP/[0-9]\.[0-9] ")
+_REQ_ANYWHERE = re.compile(rb"(?:^|\n)[A-Z][A-Z0-9_-]{0,31} [!-~]+ HTTP/[0-9]\.[0-9]\r?\n")
+_RESP_ANYWHERE = re.compile(rb"(?:^|\n)HTTP/[0-9]\.[0-9] [0-9]{3}[ \r\n]")
+
+_ntop_cache: dict[bytes, str] = {}
+
+
+def format_addr(ip: bytes, port: int) -> str:
+    s = _ntop_cache.get(ip)
+    if s is None:
+        s = socket.inet_ntop(socket.AF_INET if len(ip) == 4 else socket.AF_INET6, ip)
+        if len(ip) == 16:
+            s = f"[{s}]"
+        if len(_ntop_cache) < 65536:
+            _ntop_cache[ip] = s
+    return f"{s}:{port}"
+
+
+def non_http_reason(first: bytes) -> str:
+    """Why a stream that should start with a request does not: named where we can tell."""
+    if first[:1] == b"\x16" and first[1:2] == b"\x03":
+        return "tls"
+    if first.startswith(b"SSH-"):
+        return "ssh"
+    if first.startswith(b"PRI * HTTP/2.0"):
+        return "http2-prior-knowledge"
+    if first[:5].isalpha() and first[:5].isupper():
+        return "not-http-text"
+    return "binary"
+
+
+@dataclass
+class Context:
+    """What all connections of one extraction share: options, output queue, counters."""
+
+    ports: frozenset[int] = frozenset()
+    servers: frozenset[tuple[bytes, int]] = frozenset()
+    max_body: int = DEFAULT_MAX_BODY
+    out: list[Exchange] = field(default_factory=list)
+    http_connections: int = 0
+    non_http: dict[str, int] = field(default_factory=dict)
+    parse_errors: dict[str, int] = field(default_factory=dict)
+    skipped_bytes: int = 0
+
+
+class HttpConnection:
+    """The Sink for one TCP connection."""
+
+    def __init__(self, conn: Connection, ctx: Context) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.client_dir = self._roles_from_hints(conn, ctx)
+        self.midstream = conn.syn_dir is None
+        self.pre: list[tuple[int, bytes, float, int, str]] | None = []  # before roles are known
+        self.pre_bytes = [0, 0]
+        self.parsers: tuple[Parser, Parser] | None = None
+        self.pending: deque[Exchange] = deque()  # requests awaiting a response, in order
+        self.order: deque[Exchange] = deque()  # exchanges awaiting emission, in index order
+        self.req_open: Exchange | None = None
+        self.resp_open: Exchange | None = None
+        self.index = 0
+        self.lossy = False  # a gap happened: order alone is no longer trusted for pairing
+        self.non_http: str | None = None
+        self.conn_id = ""
+        self.client = self.server = ""
+
+    @staticmethod
+    def _roles_from_hints(conn: Connection, ctx: Context) -> int | None:
+        if ctx.servers:
+            if (conn.dst, conn.dport) in ctx.servers:
+                return 0
+            if (conn.src, conn.sport) in ctx.servers:
+                return 1
+        if ctx.ports:
+            if conn.dport in ctx.ports and conn.sport not in ctx.ports:
+                return 0
+            if conn.sport in ctx.ports and conn.dport not in ctx.ports:
+                return 1
+        return conn.syn_dir
+
+    # -- Sink --------------------------------------------------------------------------
+    def data(self, d: int, payload: bytes, ts: float, ack: int) -> None:
+        p = self.parsers
+        if p is not None:
+            p[d].feed(payload, ts, ack)
+        elif self.pre is not None:
+            self.pre.append((d, payload, ts, ack, ""))
+            self.pre_bytes[d] += len(payload)
+            self._classify()
+
+    def gap(self, d: int, nbytes: int, ts: float, cause: str) -> None:
+        self.lossy = True
+        p = self.parsers
+        if p is not None:
+            p[d].gap(nbytes, ts, cause)
+        elif self.pre is not None:
+            self.pre.append((d, b"", ts, nbytes, cause))
+
+    def eof(self, d: int, ts: float) -> None:
+        if self.parsers is not None:
+            self.parsers[d].eof(ts)
+            self._emit()
+
+    def flag(self, d: int, name: str) -> None:
+        p = self.parsers
+        if p is not None:
+            if p[d].msg is not None:
+                p[d].msg.flags.add(name)  # type: ignore[union-attr]
+            else:
+                p[d].pending_flags.add(name)
+
+    def close(self, ts: float) -> None:
+        if self.parsers is None and self.pre:
+            self._classify(final=True)
+        p = self.parsers
+        if p is not None:
+            for parser in p:
+                parser.eof(ts)
+            self.ctx.skipped_bytes += p[0].skipped + p[1].skipped
+            for parser in p:
+                for k, v in parser.errors.items():
+                    self.ctx.parse_errors[k] = self.ctx.parse_errors.get(k, 0) + v
+            if not self.index and self.non_http is None:
+                self._set_non_http("no HTTP message found")
+        self._emit(final=True)
+        self.pre = None
+
+    # -- roles and start-up -------------------------------------------------------------
+    def _classify(self, final: bool = False) -> None:
+        """Decide which side is the client from the first bytes, or call the stream non-HTTP."""
+        assert self.pre is not None
+        firsts = [b"", b""]
+        for d, payload, _, _, cause in self.pre:
+            if cause:
+                continue
+            if len(firsts[d]) < CLASSIFY_LIMIT:
+                firsts[d] += payload
+        cd = self.client_dir
+        if cd is not None and not self.midstream:
+            head = firsts[cd]
+            if not head and not final:
+                return
+            if _REQ_PREFIX.match(head) or not head:
+                self._start(cd)
+            else:
+                self._set_non_http(non_http_reason(head))
+            return
+        for d in (0, 1):
+            if _REQ_AT_START.match(firsts[d]):
+                return self._start(d)
+            if _RESP_AT_START.match(firsts[d]):
+                return self._start(1 - d)
+        for d in (0, 1):  # mid-stream: a message start further in
+            if _REQ_ANYWHERE.search(firsts[d]):
+                return self._start(d)
+            if _RESP_ANYWHERE.search(firsts[d]):
+                return self._start(1 - d)
+        if final or max(self.pre_bytes) >= CLASSIFY_LIMIT:
+            if cd is not None:
+                self._start(cd)  # hinted: let the parsers count what they skip
+            else:
+                self._set_non_http("no HTTP message found")
+
+    def _set_non_http(self, reason: str) -> None:
+        self.non_http = reason
+        self.ctx.non_http[reason] = self.ctx.non_http.get(reason, 0) + 1
+        self.pre = None
+        if self.parsers is not None:
+            for p in self.parsers:
+                p.kill()
+
+    def _start(self, client_dir: int) -> None:
+        conn = self.conn
+        self.client_dir = client_dir
+        mb = self.ctx.max_body
+        req = Parser(True, self._on_req_head, self._on_req_end, mb)
+        resp = Parser(False, self._on_resp_head, self._on_resp_end, mb)
+        if self.midstream:
+            for p in (req, resp):
+                p.resync()
+                p.pending_flags.add("midstream")
+        self.parsers = (req, resp) if client_dir == 0 else (resp, req)
+        if client_dir == 0:
+            self.client = format_addr(conn.src, conn.sport)
+            self.server = format_addr(conn.dst, conn.dport)
+        else:
+            self.client = format_addr(conn.dst, conn.dport)
+            self.server = format_addr(conn.src, conn.sport)
+        key = f"{self.client}>{self.server}@{conn.first_ts:.6f}".encode()
+        self.conn_id = hashlib.sha1(key).hexdigest()[:12]
+        self.ctx.http_connections += 1
+        pre, self.pre = self.pre, None
+        for d, payload, ts, ack_or_n, cause in pre or ():
+            if cause:
+                self.parsers[d].gap(ack_or_n, ts, cause)
+            else:
+                self.parsers[d].feed(payload, ts, ack_or_n)
+
+    # -- pairing ------------------------------------------------------------------------
+    def _new_exchange(self) -> Exchange:
+        ex = Exchange(self.conn_id, self.index, self.client, self.server)
+        self.index += 1
+        self.order.append(ex)
+        return ex
+
+    def _on_req_head(self, msg: Message) -> str | None:
+        ex = self._new_exchange()
+        ex.request = msg
+        self.pending.append(ex)
+        self.req_open = ex
+        if msg.version == "HTTP/0.9" and self.parsers is not None:
+            self.parsers[1 - (self.client_dir or 0)].expect_headless(msg.t_start)
+        return None
+
+    def _on_req_end(self, msg: Message) -> None:
+        ex = self.req_open
+        if ex is None or ex.request is not msg:  # failed before its head was parsed
+            ex = self._new_exchange()
+            ex.request = msg
+            self.pending.append(ex)
+        self.req_open = None
+        self._emit()
+
+    def _on_resp_head(self, msg: Message) -> str | None:
+        st = msg.status
+        if st is not None and 100 <= st < 200 and st != 101:
+            if self.pending:
+                req = self.pending[0].request
+                if req is not None:
+                    req.interim.append(st)
+            return None
+        ex = self._match(msg)
+        if ex is None:
+            ex = self._new_exchange()
+        ex.response = msg
+        self.resp_open = ex
+        return ex.request.method if ex.request is not None else None
+
+    def _match(self, msg: Message) -> Exchange | None:
+        pending = self.pending
+        if not pending:
+            return None
+        ack = msg.ack
+        if self.lossy and ack >= 0:
+            first = pending[0].request
+            if first is not None and first.head_end > ack:
+                return None  # the server had not received that request: ours was lost
+            while len(pending) > 1:
+                nxt = pending[1].request
+                if nxt is None or nxt.head_end < 0 or nxt.head_end > ack:
+                    break
+                pending.popleft()  # its response was lost in the gap
+            self.lossy = False
+        return pending.popleft()
+
+    def _on_resp_end(self, msg: Message) -> None:
+        st = msg.status
+        if st is not None and 100 <= st < 200 and st != 101:
+            return
+        ex = self.resp_open
+        if ex is None or ex.response is not msg:
+            ex = self._new_exchange()
+            ex.response = msg
+        self.resp_open = None
+        if "upgrade" in msg.flags and self.parsers is not None:
+            for p in self.parsers:
+                p.kill()
+            if ex.request is not None and not ex.request.done:
+                ex.request.done = True
+        self._emit()
+
+    def _emit(self, final: bool = False) -> None:
+        order = self.order
+        out = self.ctx.out
+        while order:
+            ex = order[0]
+            if not final and not ex.done:
+                # A request whose response never comes blocks later ones only until the
+                # connection ends; one answered out of turn (lost in a gap) is released now.
+                if ex.response is None and ex not in self.pending and ex.request is not None and ex.request.done:
+                    pass
+                else:
+                    return
+            order.popleft()
+            if final:
+                for m in (ex.request, ex.response):
+                    if m is not None and not m.done:
+                        m.flags.add("incomplete")
+            ex.finalize()
+            out.append(ex)
