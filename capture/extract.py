@@ -86,7 +86,7 @@ class Extractor:
     def _drain(self) -> list[Exchange]:
         out = self.ctx.out
         if not out:
-            return out
+            return []
         self.ctx.out = []
         self.exchanges += len(out)
         flags = self.flags

@@ -85,6 +85,7 @@ class Parser:
         self.messages = 0
         self.errors: dict[str, int] = {}
         self.pending_flags: set[str] = set()  # flags for the next message (e.g. after a gap)
+        self.last: Message | None = None  # the message finished most recently
         self._ts = 0.0
         self._ack = -1
 
@@ -96,7 +97,12 @@ class Parser:
             self.offset += len(data)
             return
         if self.buf:  # self.offset already points at the kept bytes
-            data = self.buf + data
+            if self.state == RESYNC and (_REQ_LINE_RE if self.is_request else _RESP_LINE_RE).match(data):
+                # Messages tend to start at a segment boundary: drop the junk before it.
+                self.skipped += len(self.buf)
+                self.offset += len(self.buf)
+            else:
+                data = self.buf + data
             self.buf = b""
         pos = 0
         n = len(data)
@@ -165,14 +171,35 @@ class Parser:
             msg.flags.add(cause)
             msg.body_len += nbytes
             return
-        self.buf = b""
         if msg is not None:
+            if st == HEAD and msg.head_end < 0:
+                self._salvage_start_line(msg, self.buf)
             msg.flags.add(cause)
             msg.flags.add("incomplete")
+            self.buf = b""
             self._finish()
         else:
+            self.buf = b""
             self.pending_flags.add(cause)
         self.state = RESYNC
+
+    def _salvage_start_line(self, msg: Message, partial: bytes) -> None:
+        """A head cut by a gap: keep its start line if that much arrived, so it still pairs."""
+        nl = partial.find(b"\n")
+        if nl < 0:
+            return
+        parts = partial[:nl].rstrip(b"\r").decode("latin-1").split(" ", 2)
+        if len(parts) < 2:
+            return
+        if self.is_request:
+            msg.method, msg.target = parts[0], parts[1]
+            msg.version = parts[2] if len(parts) > 2 else None
+        elif parts[1].isdigit():
+            msg.version, msg.status = parts[0], int(parts[1])
+            msg.reason = parts[2] if len(parts) > 2 else ""
+        else:
+            return
+        self.on_head(msg)
 
     def eof(self, ts: float) -> None:
         """The direction ended (FIN, RST or end of capture)."""
@@ -416,6 +443,7 @@ class Parser:
         msg.t_end = self._ts
         msg.done = True
         self.msg = None
+        self.last = msg
         self.messages += 1
         if self.state != DEAD:
             self.state = IDLE
@@ -435,7 +463,6 @@ class Parser:
             # Nothing usable was parsed: count it, do not emit an empty message.
             self.msg = None
             self.errors[reason] = self.errors.get(reason, 0) + 1
-            self.pending_flags.add("parse_error")
         else:
             self._error(reason, msg)
         self.state = RESYNC

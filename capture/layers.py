@@ -128,12 +128,15 @@ def _ethertype(et: int, data: bytes, off: int, origlen: int, depth: int) -> Segm
             if bos:
                 return _ip(data, off, origlen, depth)
         return "short"
-    if et == 0x8864:  # PPPoE session: 6-byte header, 2-byte PPP protocol
+    if et == 0x8864:  # PPPoE session: 6-byte header, then the PPP protocol
         if len(data) < off + 8:
             return "short"
-        proto = data[off + 6] << 8 | data[off + 7]
-        if proto in (0x0021, 0x0057):
-            return _ip(data, off + 8, origlen, depth)
+        if data[off + 6] & 1:  # protocol-field compression: one byte (RFC 1661 6.5)
+            proto, start = data[off + 6], off + 7
+        else:
+            proto, start = data[off + 6] << 8 | data[off + 7], off + 8
+        if proto in (0x21, 0x57):
+            return _ip(data, start, origlen, depth)
         return "non-ip"
     if et == 0x0806:
         return "arp"

@@ -125,10 +125,12 @@ class HttpConnection:
             self._emit()
 
     def flag(self, d: int, name: str) -> None:
+        """A retransmission disagreed: it belongs to the message in progress or just ended."""
         p = self.parsers
         if p is not None:
-            if p[d].msg is not None:
-                p[d].msg.flags.add(name)  # type: ignore[union-attr]
+            target = p[d].msg or p[d].last
+            if target is not None:
+                target.flags.add(name)
             else:
                 p[d].pending_flags.add(name)
 
