@@ -16,20 +16,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .errors import UserError
 from .exchange import Exchange
 from .extract import Extractor, InputReport, input_size, parse_server, read_capture
 from .har import HarWriter
 from .http1 import DEFAULT_MAX_BODY
 from .pcapfile import NotACapture, Record
 from .recording import ExchangeWriter, write_manifest
-
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line, never a traceback."""
-
-    def __init__(self, message: str, code: int = 2) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def version() -> str:

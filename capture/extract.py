@@ -188,6 +188,10 @@ def read_capture(path: str, report: InputReport) -> Iterator[list[Record]]:
                 return
             if recs:
                 yield recs
+            if dec.error is not None:
+                report.error = f"{path}: {dec.error}; stopped reading this file"
+                report.records = dec.records
+                return
             report.bytes += len(data)
             try:
                 data = _read(f, CHUNK)

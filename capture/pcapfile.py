@@ -70,13 +70,20 @@ class CaptureDecoder:
         self.records = 0
         self.bytes_consumed = 0
         self.unknown_blocks = 0
+        self.error: str | None = None  # set once corruption is found; nothing more is decoded
 
     @property
     def format(self) -> str | None:
         return self._fmt
 
     def feed(self, data: bytes) -> list[Record]:
-        """Decode as many whole records as `data` completes; keep the remainder."""
+        """Decode as many whole records as `data` completes; keep the remainder.
+
+        At corrupt data the records before it are returned and `error` is set; a further
+        feed raises CaptureError.
+        """
+        if self.error is not None:
+            raise CaptureError(self.error)
         buf = self._buf + data if self._buf else data
         if self._fmt is None:
             if len(buf) < 24:
@@ -85,10 +92,19 @@ class CaptureDecoder:
             off = self._start(buf)
         else:
             off = 0
-        if self._fmt == "pcap":
-            out, off = self._pcap_records(buf, off)
-        else:
-            out, off = self._pcapng_blocks(buf, off)
+        out: list[Record] = []
+        try:
+            if self._fmt == "pcap":
+                off = self._pcap_records(buf, off, out)
+            else:
+                off = self._pcapng_blocks(buf, off, out)
+        except CaptureError as e:
+            if not out:
+                raise
+            self.error = str(e)
+            self.records += len(out)
+            self._buf = b""
+            return out
         self.bytes_consumed += off
         self._buf = buf[off:]
         self.records += len(out)
@@ -115,8 +131,7 @@ class CaptureDecoder:
             return 0
         raise NotACapture("not a pcap or pcapng file")
 
-    def _pcap_records(self, buf: bytes, off: int) -> tuple[list[Record], int]:
-        out: list[Record] = []
+    def _pcap_records(self, buf: bytes, off: int, out: list[Record]) -> int:
         unpack = _PCAP_FIELDS[self._endian].unpack_from
         unit = self._tsunit
         lt = self._linktype
@@ -134,11 +149,10 @@ class CaptureDecoder:
                 break
             append((sec + frac * unit, lt, buf[off + 16 : end], orig))
             off = end
-        return out, off
+        return off
 
     # -- pcapng -----------------------------------------------------------------------
-    def _pcapng_blocks(self, buf: bytes, off: int) -> tuple[list[Record], int]:
-        out: list[Record] = []
+    def _pcapng_blocks(self, buf: bytes, off: int, out: list[Record]) -> int:
         n = len(buf)
         while off + 12 <= n:
             if buf[off : off + 4] == PCAPNG_SHB:
@@ -185,7 +199,7 @@ class CaptureDecoder:
             else:
                 self.unknown_blocks += 1
             off += blen
-        return out, off
+        return off
 
     def _iface(self, idx: int, off: int) -> Interface:
         try:
