@@ -11,8 +11,9 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	@echo "installing the project and its test tools into $(VENV) (log: $(VENV)/install.log)"
+	@( $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[test]' ) > $(VENV)/install.log 2>&1 \
+	  || { tail -30 $(VENV)/install.log; exit 1; }
 	touch $(STAMP)
 
 apt:
@@ -24,6 +25,12 @@ apt:
 
 test: apt venv
 	$(BIN)/pytest -q tests
+
+# The main job on the bundled example: a real capture of curl talking to httpbin (fixtures/).
+demo: venv
+	@rm -rf demo-out && mkdir -p demo-out
+	$(BIN)/shadowtap extract fixtures/httpbin_curl.pcap -o demo-out/rec --har demo-out/httpbin.har --table -
+	@echo "recording: demo-out/rec (Parquet parts + manifest.json); HAR: demo-out/httpbin.har"
 
 fixtures: apt venv
 	$(BIN)/python fixtures/make_fixtures.py

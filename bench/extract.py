@@ -363,13 +363,24 @@ def bench_size(pcap: Path, packets: int, args: argparse.Namespace) -> tuple[Tool
             result("tshark", ts_runs, {"lines": t_lines, "request_lines": t_req, "response_lines": t_resp}))
 
 
-def verdicts(results: dict[int, tuple[ToolResult, ToolResult]]) -> dict[str, object]:
+def startup(timeout: float) -> Run:
+    """shadowtap on a capture with no packets: the fixed cost (interpreter, imports) that every
+    run pays, so RSS growth can also be judged above this floor and not only in total."""
+    empty = OUT / "empty.pcap"
+    empty.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+    return measure(shadowtap_argv(empty), timeout)
+
+
+def verdicts(results: dict[int, tuple[ToolResult, ToolResult]], base: Run) -> dict[str, object]:
     """The two DESIGN.md targets, evaluated on these numbers."""
     ratios = {n: ts.seconds / st.seconds for n, (st, ts) in results.items()}
     sizes = sorted(results)
     rss_small, rss_large = results[sizes[0]][0].max_rss_mib, results[sizes[-1]][0].max_rss_mib
     growth = rss_large / rss_small - 1.0
     return {
+        "startup_seconds": round(base.seconds, 3),
+        "startup_rss_mib": round(base.max_rss_mib, 1),
+        "rss_above_startup_mib": {str(n): round(results[n][0].max_rss_mib - base.max_rss_mib, 1) for n in sizes},
         "speed_ratio_by_size": {str(n): round(r, 2) for n, r in ratios.items()},
         "speed_target": SPEED_TARGET,
         "speed_ok": all(r >= SPEED_TARGET for r in ratios.values()),
@@ -403,6 +414,9 @@ def print_table(results: dict[int, tuple[ToolResult, ToolResult]], verdict: dict
     ok = "PASS" if verdict["rss_ok"] else "FAIL"
     print(f"[{ok}] peak RSS flat within {RSS_FLAT:.0%}: {verdict['rss_smallest_mib']} MiB → "
           f"{verdict['rss_largest_mib']} MiB ({float(verdict['rss_growth']):+.1%})")  # type: ignore[arg-type]
+    above = ", ".join(f"{k}: {v} MiB" for k, v in verdict["rss_above_startup_mib"].items())  # type: ignore[attr-defined]
+    print(f"       start-up alone (empty capture): {verdict['startup_seconds']} s, {verdict['startup_rss_mib']} MiB; "
+          f"above it: {above}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,6 +494,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # keep order with stderr progress
     if os.geteuid() != 0:
         print("error: needs root (it creates a network namespace for the capture)", file=sys.stderr)
         return 2
@@ -497,8 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         "capture_seconds": round(capture_s, 1),
     }
     if not args.profile_only:
+        base = startup(args.timeout)
         results = {n: bench_size(REPO / infos[n].path, n, args) for n in args.packets}
-        verdict = verdicts(results)
+        verdict = verdicts(results, base)
         print()
         print_table(results, verdict)
         report["results"] = {str(n): [asdict(r) for r in pair] for n, pair in results.items()}

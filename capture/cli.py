@@ -55,6 +55,7 @@ def register_extract(sub: Any) -> None:
     out.add_argument("-o", "--output", metavar="REC", help="write a recording directory (Parquet + manifest)")
     out.add_argument("--jsonl", metavar="FILE", help="one JSON object per exchange (- for stdout)")
     out.add_argument("--har", metavar="FILE", help="HAR 1.2 file (- for stdout)")
+    out.add_argument("--table", metavar="FILE", help="aligned text, one line per exchange, for people (- for stdout)")
     p.add_argument("--port", type=int, action="append", default=[], metavar="P",
                    help="the server listens on port P (when the capture lacks SYNs)")
     p.add_argument("--server", action="append", default=[], metavar="HOST:PORT",
@@ -78,7 +79,7 @@ class _Sinks:
             w = ExchangeWriter(self.rec)
             self.adders.append(w.add)
             self.closers.append(w.close)
-        jsonl = args.jsonl if args.jsonl or args.har or args.output else "-"
+        jsonl = args.jsonl if args.jsonl or args.har or args.output or args.table else "-"
         if jsonl:
             f = self._open(jsonl)
             dumps = json.dumps
@@ -91,6 +92,13 @@ class _Sinks:
             self.adders.append(har.add)
             self.closers.append(har.close)
             self.closers.append(f.flush if args.har == "-" else f.close)
+
+        if args.table:
+            f = self._open(args.table)
+            write = f.write
+            write(TABLE_HEAD + "\n")
+            self.adders.append(lambda ex: write(table_line(ex) + "\n"))
+            self.closers.append(f.flush if args.table == "-" else f.close)
 
     def _open(self, path: str) -> Any:
         if path == "-":
@@ -108,6 +116,22 @@ class _Sinks:
     def close(self) -> None:
         for c in self.closers:
             c()
+
+
+TABLE_HEAD = f"{'time':>15}  {'client':21} {'method':7} {'target':40} {'status':>6} {'bytes':>8} {'ms':>7}  flags"
+
+
+def table_line(ex: Exchange) -> str:
+    req, resp = ex.request, ex.response
+    t = req.t_start if req else resp.t_start if resp else 0.0
+    clock = time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}"
+    target = (req.target or "") if req else "-"
+    if len(target) > 40:
+        target = target[:39] + "…"
+    ms = f"{(resp.t_end - req.t_start) * 1e3:.1f}" if req and resp else "-"
+    return (f"{clock:>15}  {ex.client:21} {(req.method if req else '-') or '-':7} {target:40} "
+            f"{(resp.status if resp else '-') or '-'!s:>6} {resp.body_len if resp else '-'!s:>8} {ms:>7}  "
+            + " ".join(sorted(ex.flags)))
 
 
 def _progress(paths: list[str]) -> Any:
