@@ -74,6 +74,7 @@ class _Sinks:
     def __init__(self, args: argparse.Namespace) -> None:
         self.closers: list[Callable[[], None]] = []
         self.adders: list[Callable[[Exchange], None]] = []
+        self.flushers: list[Callable[[], None]] = []
         self.rec = Path(args.output) if args.output else None
         if self.rec is not None:
             w = ExchangeWriter(self.rec)
@@ -102,6 +103,7 @@ class _Sinks:
 
     def _open(self, path: str) -> Any:
         if path == "-":
+            self.flushers.append(sys.stdout.flush)
             return sys.stdout
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -112,6 +114,11 @@ class _Sinks:
     def add(self, ex: Exchange) -> None:
         for a in self.adders:
             a(ex)
+
+    def flush(self) -> None:
+        """Live input (`tcpdump -w - | shadowtap extract -`): show exchanges as they complete."""
+        for f in self.flushers:
+            f()
 
     def close(self) -> None:
         for c in self.closers:
@@ -183,6 +190,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
             try:
                 for recs in read_capture(path, rep):
                     going = emit(ex.feed(recs))
+                    if path == "-":
+                        sinks.flush()
                     if task is not None:
                         progress.update(task, completed=rep.bytes, exchanges=written)
                     if not going:

@@ -66,3 +66,47 @@ def test_live_capture_equals_gunicorn_log(tmp_path: Path) -> None:
     assert got == want
     assert all(not ex["flags"] for ex in exchanges), [ex["flags"] for ex in exchanges]
     assert len(by_port) == 2
+
+
+@pytest.mark.timeout(120)
+def test_tcpdump_pipe_streams_exchanges_while_capturing(tmp_path: Path) -> None:
+    """`tcpdump -w - | shadowtap extract -`: each exchange is printed as soon as it completes,
+    not when the capture ends."""
+    import json
+    import queue
+    import subprocess
+    import threading
+
+    with netlab.netns("pipe") as ns:
+        server = netlab.start_httpbin(ns, tmp_path)
+        dump = subprocess.Popen(
+            ["tcpdump", "-i", ns.host_if, "-U", "-w", "-", "-s", "0", "-n", "--immediate-mode",
+             "-B", "65536", f"tcp port {server.port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        ns.procs.append(dump)
+        ext = subprocess.Popen([*netlab.shadowtap_argv(), "extract", "-", "--jsonl", "-"],
+                               stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert dump.stdout is not None and dump.stderr is not None
+        dump.stdout.close()
+        ns.procs.append(ext)
+        assert b"listening on" in dump.stderr.readline()
+        lines: queue.Queue[dict[str, Any]] = queue.Queue()
+
+        def read() -> None:
+            assert ext.stdout is not None
+            for raw in ext.stdout:
+                lines.put(json.loads(raw))
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            for i in range(3):
+                netlab.curl([[*HOST, server.url(f"/anything/live{i}")]])
+                got = lines.get(timeout=10)  # arrives while tcpdump is still running
+                assert got["target"] == f"/anything/live{i}" and got["status"] == 200
+                assert dump.poll() is None
+        finally:
+            dump.terminate()
+            dump.wait(timeout=10)
+            ext.wait(timeout=10)
+    assert ext.returncode == 0
+    assert lines.empty()
