@@ -6,6 +6,7 @@ faithful copy of what the client and server said; an exchange is never dropped f
 
 Flags:
   gap                bytes of this message were never captured (packet loss)
+  after_gap          the message follows lost bytes; it is intact, but its pairing rests on ACKs
   snaplen            bytes were cut by the capture's snap length
   overlap_conflict   retransmitted bytes disagreed with the bytes first seen (first kept)
   midstream          the capture began inside this connection; this message was found by scanning
@@ -16,6 +17,8 @@ Flags:
   interim            1xx interim responses preceded the final one (see `interim`)
   upgrade            101 Switching Protocols or a CONNECT tunnel: the rest is not HTTP/1
   parse_error        a message could not be parsed (`error` says why); parsing resumed after it
+  interim_with_body  a 1xx answer framed with a body: taken as the final answer
+  te_and_cl          both Transfer-Encoding and Content-Length (a request-smuggling sign)
   conflicting_content_length, bad_content_length, bad_chunk, bad_header, trailers
 """
 from __future__ import annotations

@@ -86,6 +86,8 @@ class Parser:
         self.errors: dict[str, int] = {}
         self.pending_flags: set[str] = set()  # flags for the next message (e.g. after a gap)
         self.last: Message | None = None  # the message finished most recently
+        self.headless_ts: float | None = None  # an HTTP/0.9 answer may come (see expect_headless)
+        self.dropped: tuple[str, float, int] | None = None  # last unparseable start, unreported
         self._ts = 0.0
         self._ack = -1
 
@@ -180,7 +182,7 @@ class Parser:
             self._finish()
         else:
             self.buf = b""
-            self.pending_flags.add(cause)
+            self.pending_flags.add("after_gap")
         self.state = RESYNC
 
     def _salvage_start_line(self, msg: Message, partial: bytes) -> None:
@@ -208,6 +210,8 @@ class Parser:
         if self.state == BODY_CLOSE and msg is not None:
             self._finish()
         elif msg is not None:
+            if self.state == HEAD and msg.head_end < 0:
+                self._salvage_start_line(msg, self.buf)
             msg.flags.add("incomplete")
             self._finish()
         elif self.buf and self.state in (IDLE, HEAD) and self.buf.strip(b"\r\n"):
@@ -225,17 +229,33 @@ class Parser:
         self.state = RESYNC
 
     def expect_headless(self, ts: float) -> None:
-        """The request was HTTP/0.9: its answer is a bare body that runs until close."""
+        """The request was HTTP/0.9, so the answer may be a bare body that runs until close.
+
+        Decided when the answer's first bytes come: many servers answer a versionless request
+        with an ordinary status line (often a 400), which is parsed as usual.
+        """
         if self.state in (IDLE, RESYNC) and not self.buf:
-            msg = self.msg = Message(self.is_request, ts, -1)
-            msg.version = "HTTP/0.9"
-            msg.head_end = self.offset
-            self.on_head(msg)
-            self.state = BODY_CLOSE
+            self.state = IDLE
+            self.headless_ts = ts
+
+    def _start_headless(self) -> None:
+        msg = self.msg = Message(self.is_request, self.headless_ts or self._ts, -1)
+        self.headless_ts = None
+        msg.version = "HTTP/0.9"
+        msg.head_end = self.offset
+        self.on_head(msg)
+        self.state = BODY_CLOSE
 
     # -- heads ---------------------------------------------------------------------------
     def _head(self, data: bytes, pos: int) -> int:
         n = len(data)
+        if self.headless_ts is not None:
+            if len(data) - pos < 5 and b"HTTP/".startswith(data[pos:]):
+                return self._keep(data, pos)
+            if data[pos : pos + 5] != b"HTTP/":
+                self._start_headless()
+                return pos
+            self.headless_ts = None
         if self.state == IDLE:
             while pos < n and data[pos] in (13, 10):  # CRLFs between messages are allowed
                 pos += 1
@@ -265,7 +285,9 @@ class Parser:
                 end, body_at = cut, cut + 3
         sol = data.find(b"\n", pos, end + 1)
         if self.is_request and b" HTTP/" not in data[pos:sol if sol >= 0 else end]:
-            return self._http09(data, pos, sol if sol >= 0 else end)
+            if sol < 0 or not data[sol + 1 : end].strip():
+                return self._http09(data, pos, sol if sol >= 0 else end)
+            return self._error_resync("request line without HTTP version", data, pos)
         head = data[pos:end].decode("latin-1")
         return self._parse_head(head, data, body_at)
 
@@ -338,13 +360,18 @@ class Parser:
                 te = v if te is None else te + ", " + v
         msg.head_end = self.offset + body_at
         msg.t_end = self._ts
+        st = msg.status
+        if st is not None and 100 <= st < 200 and st != 101 and (te or (clen or "0").strip() != "0"):
+            msg.flags.add("interim_with_body")  # framed like a final answer: treated as one
+        if te is not None and clen is not None:
+            msg.flags.add("te_and_cl")  # both framings: a request-smuggling sign
         method = self.on_head(msg)
         return self._framing(msg, clen, te, method, body_at)
 
     def _framing(self, msg: Message, clen: str | None, te: str | None, method: str | None, pos: int) -> int:
         st = msg.status
         if not self.is_request:
-            if st is not None and 100 <= st < 200:
+            if st is not None and 100 <= st < 200 and "interim_with_body" not in msg.flags:
                 if st == 101:
                     msg.flags.add("upgrade")
                 self._finish()
@@ -459,10 +486,12 @@ class Parser:
 
     def _error_resync(self, reason: str, data: bytes, pos: int) -> int:
         msg = self.msg
-        if msg is not None and msg.head_end < 0 and (msg.method or msg.status) is None:
-            # Nothing usable was parsed: count it, do not emit an empty message.
+        if msg is None or msg.head_end < 0 and (msg.method or msg.status) is None:
+            # Nothing usable was parsed: count it; the owner reports it if it is answered.
             self.msg = None
             self.errors[reason] = self.errors.get(reason, 0) + 1
+            if self.state in (IDLE, HEAD):
+                self.dropped = (reason, msg.t_start if msg else self._ts, msg.ack if msg else self._ack)
         else:
             self._error(reason, msg)
         self.state = RESYNC

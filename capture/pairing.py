@@ -165,8 +165,10 @@ class HttpConnection:
             head = firsts[cd]
             if not head and not final:
                 return
-            if _REQ_PREFIX.match(head) or not head:
-                self._start(cd)
+            if _REQ_PREFIX.match(head) or not head or _RESP_AT_START.match(firsts[1 - cd]):
+                self._start(cd)  # (a server answering with a status line makes it HTTP)
+            elif not firsts[1 - cd] and not final and max(self.pre_bytes) < CLASSIFY_LIMIT:
+                return  # odd first bytes: wait for the server's answer before deciding
             else:
                 self._set_non_http(non_http_reason(head))
             return
@@ -229,6 +231,7 @@ class HttpConnection:
         return ex
 
     def _on_req_head(self, msg: Message) -> str | None:
+        self._req_parser().dropped = None
         ex = self._new_exchange()
         ex.request = msg
         self.pending.append(ex)
@@ -248,7 +251,7 @@ class HttpConnection:
 
     def _on_resp_head(self, msg: Message) -> str | None:
         st = msg.status
-        if st is not None and 100 <= st < 200 and st != 101:
+        if st is not None and 100 <= st < 200 and st != 101 and "interim_with_body" not in msg.flags:
             if self.pending:
                 req = self.pending[0].request
                 if req is not None:
@@ -257,9 +260,28 @@ class HttpConnection:
         ex = self._match(msg)
         if ex is None:
             ex = self._new_exchange()
+            ex.request = self._unparsed_request()
         ex.response = msg
         self.resp_open = ex
         return ex.request.method if ex.request is not None else None
+
+    def _req_parser(self) -> Parser:
+        assert self.parsers is not None and self.client_dir is not None
+        return self.parsers[self.client_dir]
+
+    def _unparsed_request(self) -> Message | None:
+        """A response with nothing pending answers the request the parser could not read
+        (servers answer those with a 400): report that request, with why, rather than none."""
+        rp = self._req_parser()
+        if rp.dropped is None:
+            return None
+        reason, ts, ack = rp.dropped
+        rp.dropped = None
+        bad = Message(True, ts, ack)
+        bad.error = reason
+        bad.flags.add("parse_error")
+        bad.done = True
+        return bad
 
     def _match(self, msg: Message) -> Exchange | None:
         pending = self.pending
@@ -280,7 +302,7 @@ class HttpConnection:
 
     def _on_resp_end(self, msg: Message) -> None:
         st = msg.status
-        if st is not None and 100 <= st < 200 and st != 101:
+        if st is not None and 100 <= st < 200 and st != 101 and "interim_with_body" not in msg.flags:
             return
         ex = self.resp_open
         if ex is None or ex.response is not msg:

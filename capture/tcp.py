@@ -113,9 +113,11 @@ class Reassembler:
             conn, d = self._open(seg, ts), 0
         else:
             conn, d = ent
-            if flags & SYN and not flags & ACK:
+            if flags & SYN:
                 h = conn.halves[d]
-                if conn.closed_at is not None or (h.isn is not None and h.isn != seq):
+                # A SYN (or a SYN-ACK, after an early RST) on a closed connection, or a SYN
+                # with another ISN: the 4-tuple is in use again.
+                if conn.closed_at is not None or (h.isn is not None and h.isn != seq and not flags & ACK):
                     self._finish(conn, ts)  # the 4-tuple is reused: a new connection
                     self.stats.reused += 1
                     conn, d = self._open(seg, ts), 0
