@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard capture/*.py)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "installing the project and its test tools into $(VENV) (log: $(VENV)/install.log)"
 	@( $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[test]' ) > $(VENV)/install.log 2>&1 \
@@ -39,4 +39,4 @@ bench: apt venv
 	$(BIN)/python bench/extract.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache capture/*.so *__mypyc*.so

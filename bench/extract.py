@@ -147,7 +147,7 @@ def make_raw_capture(raw: Path, need: int, args: argparse.Namespace) -> tuple[in
             # Not immediate mode and a large buffer: throughput matters more than latency here.
             with netlab.tcpdump(ns.host_if, raw, f"tcp port {server.port}",
                                 immediate=False, buffer_kib=131072) as cap:
-                rate = 100_000.0  # packets/s guess for the first round (DESIGN.md: 60-100k req/s)
+                rate = 120_000.0  # packets/s guess for round one: 60k req/s × (request + response)
                 have = 0
                 deadline = time.monotonic() + args.capture_budget
                 while have < need:
@@ -155,7 +155,7 @@ def make_raw_capture(raw: Path, need: int, args: argparse.Namespace) -> tuple[in
                     if left < 2:
                         raise RuntimeError(f"capture budget of {args.capture_budget}s spent with "
                                            f"{have} of {need} packets; raise --capture-budget")
-                    dur = int(min(left, max(2.0, (need - have) / rate * 1.15 + 1)))
+                    dur = int(min(left, max(2.0, (need - have) / rate * 1.1 + 1)))
                     argv = ["wrk", f"-t{args.wrk_threads}", f"-c{args.wrk_connections}", f"-d{dur}s",
                             "--timeout", "2s", url]
                     print(f"  wrk round: {' '.join(argv)}", file=sys.stderr)
@@ -245,8 +245,8 @@ class Run:
 def measure(argv: Sequence[str], timeout: float) -> Run:
     """Run ``argv`` with stdout to /dev/null; wall time and ``ru_maxrss`` via ``os.wait4``.
 
-    A watchdog kills the child (by its PID; it leads its own session) after ``timeout`` seconds,
-    so no run can hang the benchmark.
+    A watchdog kills the child (by its PID; it leads its own session, so the kill reaches
+    nothing else) after ``timeout`` seconds, so no run can hang the benchmark.
     """
     with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -256,6 +256,10 @@ def measure(argv: Sequence[str], timeout: float) -> Run:
         timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C: the child has its own session, so it must be told
+            _kill_group(proc.pid)
+            os.waitpid(proc.pid, 0)
+            raise
         finally:
             timer.cancel()
         seconds = time.perf_counter() - t0
@@ -308,6 +312,11 @@ def tshark_counts(pcap: Path, timeout: float) -> tuple[int, int, int]:
         proc.wait()
     finally:
         timer.cancel()
+        if proc.poll() is None:  # interrupted while reading: stop it by its PID
+            _kill_group(proc.pid)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     if proc.returncode != 0:
         raise RuntimeError(f"tshark counting run on {pcap} exited {proc.returncode}")
     return lines, reqs, resps
@@ -371,28 +380,46 @@ def startup(timeout: float) -> Run:
     return measure(shadowtap_argv(empty), timeout)
 
 
-def verdicts(results: dict[int, tuple[ToolResult, ToolResult]], base: Run) -> dict[str, object]:
-    """The two DESIGN.md targets, evaluated on these numbers."""
+@dataclass
+class Verdict:
+    """The two DESIGN.md targets, evaluated on one run's numbers."""
+
+    speed_ratio_by_size: dict[str, float]  # tshark seconds / shadowtap seconds
+    speed_target: float
+    speed_ok: bool
+    rss_smallest_mib: float
+    rss_largest_mib: float
+    rss_growth: float  # largest / smallest - 1
+    rss_flat_limit: float
+    rss_ok: bool
+    startup_seconds: float  # shadowtap on an empty capture: interpreter and imports
+    startup_rss_mib: float
+    rss_above_startup_mib: dict[str, float]
+
+
+def verdicts(results: dict[int, tuple[ToolResult, ToolResult]], base: Run) -> Verdict:
+    """Speed: every size at least SPEED_TARGET× tshark. Memory: peak RSS of the largest capture
+    within RSS_FLAT of the smallest (needs two sizes to say anything)."""
     ratios = {n: ts.seconds / st.seconds for n, (st, ts) in results.items()}
     sizes = sorted(results)
     rss_small, rss_large = results[sizes[0]][0].max_rss_mib, results[sizes[-1]][0].max_rss_mib
     growth = rss_large / rss_small - 1.0
-    return {
-        "startup_seconds": round(base.seconds, 3),
-        "startup_rss_mib": round(base.max_rss_mib, 1),
-        "rss_above_startup_mib": {str(n): round(results[n][0].max_rss_mib - base.max_rss_mib, 1) for n in sizes},
-        "speed_ratio_by_size": {str(n): round(r, 2) for n, r in ratios.items()},
-        "speed_target": SPEED_TARGET,
-        "speed_ok": all(r >= SPEED_TARGET for r in ratios.values()),
-        "rss_smallest_mib": rss_small,
-        "rss_largest_mib": rss_large,
-        "rss_growth": round(growth, 3),
-        "rss_flat_limit": RSS_FLAT,
-        "rss_ok": len(sizes) > 1 and growth <= RSS_FLAT,
-    }
+    return Verdict(
+        speed_ratio_by_size={str(n): round(r, 2) for n, r in ratios.items()},
+        speed_target=SPEED_TARGET,
+        speed_ok=all(r >= SPEED_TARGET for r in ratios.values()),
+        rss_smallest_mib=rss_small,
+        rss_largest_mib=rss_large,
+        rss_growth=round(growth, 3),
+        rss_flat_limit=RSS_FLAT,
+        rss_ok=len(sizes) > 1 and growth <= RSS_FLAT,
+        startup_seconds=round(base.seconds, 3),
+        startup_rss_mib=round(base.max_rss_mib, 1),
+        rss_above_startup_mib={str(n): round(results[n][0].max_rss_mib - base.max_rss_mib, 1) for n in sizes},
+    )
 
 
-def print_table(results: dict[int, tuple[ToolResult, ToolResult]], verdict: dict[str, object]) -> None:
+def print_table(results: dict[int, tuple[ToolResult, ToolResult]], v: Verdict) -> None:
     head = (f"{'packets':>10}  {'tool':<9} {'seconds':>8} {'packets/s':>10} {'exch/s':>9} "
             f"{'peak RSS MiB':>12}  {'shadowtap/tshark':>16}  counts")
     print(head)
@@ -401,22 +428,20 @@ def print_table(results: dict[int, tuple[ToolResult, ToolResult]], verdict: dict
         st, ts = results[n]
         ratio = ts.seconds / st.seconds
         for r in (st, ts):
-            counts = " ".join(f"{k}={v}" for k, v in r.counts.items())
+            counts = " ".join(f"{k}={val}" for k, val in r.counts.items())
             rtxt = f"{ratio:15.2f}×" if r is st else ""
             print(f"{n:>10,}  {r.tool:<9} {r.seconds:>8.2f} {r.packets_per_s:>10,.0f} "
                   f"{r.exchanges_per_s:>9,.0f} {r.max_rss_mib:>12.1f}  {rtxt:>16}  {counts}")
     print("(seconds: best of the timed runs; exch/s: the file's exchanges, as counted by shadowtap, "
-          "over each tool's time)")
+          "over each tool's time;\n shadowtap/tshark: speed ratio = tshark seconds / shadowtap seconds)")
     print()
-    sp = verdict["speed_ratio_by_size"]
-    ok = "PASS" if verdict["speed_ok"] else "FAIL"
-    print(f"[{ok}] speed ≥ {SPEED_TARGET:g}× tshark: ratios {', '.join(f'{k}: {v}×' for k, v in sp.items())}")  # type: ignore[union-attr]
-    ok = "PASS" if verdict["rss_ok"] else "FAIL"
-    print(f"[{ok}] peak RSS flat within {RSS_FLAT:.0%}: {verdict['rss_smallest_mib']} MiB → "
-          f"{verdict['rss_largest_mib']} MiB ({float(verdict['rss_growth']):+.1%})")  # type: ignore[arg-type]
-    above = ", ".join(f"{k}: {v} MiB" for k, v in verdict["rss_above_startup_mib"].items())  # type: ignore[attr-defined]
-    print(f"       start-up alone (empty capture): {verdict['startup_seconds']} s, {verdict['startup_rss_mib']} MiB; "
-          f"above it: {above}")
+    ratios = ", ".join(f"{int(k):,} packets {val}×" for k, val in v.speed_ratio_by_size.items())
+    print(f"[{'PASS' if v.speed_ok else 'FAIL'}] speed ≥ {v.speed_target:g}× tshark: {ratios}")
+    print(f"[{'PASS' if v.rss_ok else 'FAIL'}] peak RSS flat within {v.rss_flat_limit:.0%}: "
+          f"{v.rss_smallest_mib} MiB → {v.rss_largest_mib} MiB ({v.rss_growth:+.1%})")
+    above = ", ".join(f"{int(k):,} packets {val} MiB" for k, val in v.rss_above_startup_mib.items())
+    print(f"       start-up alone (empty capture): {v.startup_seconds} s, {v.startup_rss_mib} MiB; "
+          f"above start-up: {above}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,6 +481,96 @@ def profile(pcap: Path, top: int) -> tuple[float, int, str]:
     return seconds, written, text.getvalue()
 
 
+class _NullSink:
+    """A reassembler sink that drops everything: isolates the cost of TCP reassembly."""
+
+    def data(self, d: int, payload: bytes, ts: float, ack: int) -> None:
+        pass
+
+    def gap(self, d: int, nbytes: int, ts: float, cause: str) -> None:
+        pass
+
+    def eof(self, d: int, ts: float) -> None:
+        pass
+
+    def flag(self, d: int, name: str) -> None:
+        pass
+
+    def close(self, ts: float) -> None:
+        pass
+
+
+def stages(pcap: Path) -> list[tuple[str, float]]:
+    """Wall seconds of cumulative pipeline prefixes, each a separate pass without a profiler.
+
+    cProfile charges every Python call a fixed overhead, which inflates call-heavy layers
+    (decode, segment) relative to C-heavy ones; the differences between these passes say what
+    each layer really costs per packet.
+    """
+    from capture.extract import Extractor, InputReport, read_capture
+    from capture.layers import decode
+    from capture.tcp import Reassembler
+
+    path = str(pcap)
+    dumps = json.dumps
+
+    def read_only() -> None:
+        for _ in read_capture(path, InputReport(path)):
+            pass
+
+    def plus_decode() -> None:
+        for recs in read_capture(path, InputReport(path)):
+            for _, lt, data, orig in recs:
+                decode(lt, data, orig)
+
+    def plus_tcp() -> None:
+        reasm = Reassembler(lambda conn: _NullSink())
+        segment = reasm.segment
+        for recs in read_capture(path, InputReport(path)):
+            for ts, lt, data, orig in recs:
+                seg = decode(lt, data, orig)
+                if type(seg) is not str:
+                    segment(ts, seg)  # type: ignore[arg-type]
+        reasm.flush()
+
+    def plus_http() -> None:
+        ex = Extractor()
+        for recs in read_capture(path, InputReport(path)):
+            ex.feed(recs)
+        ex.finish()
+
+    def plus_json() -> None:
+        ex = Extractor()
+        with open(os.devnull, "w", buffering=1 << 20) as sink:
+            write = sink.write
+            for recs in read_capture(path, InputReport(path)):
+                for e in ex.feed(recs):
+                    write(dumps(e.summary()) + "\n")
+            for e in ex.finish():
+                write(dumps(e.summary()) + "\n")
+
+    passes = [("read pcap records (pcapfile)", read_only), ("+ decode link/IP/TCP (layers)", plus_decode),
+              ("+ TCP reassembly, null sink (tcp)", plus_tcp),
+              ("+ HTTP parse and pairing (http1, pairing)", plus_http), ("+ summary() and json.dumps", plus_json)]
+    out = []
+    for name, fn in passes:
+        t0 = time.perf_counter()
+        fn()
+        out.append((name, time.perf_counter() - t0))
+        print(f"  {name}: {out[-1][1]:.1f} s", file=sys.stderr)
+    return out
+
+
+def print_stages(rows: list[tuple[str, float]], packets: int) -> None:
+    print(f"{'pipeline prefix (no profiler)':<44} {'cum s':>7} {'step s':>7} {'step µs/pkt':>11} {'share':>6}")
+    prev = 0.0
+    total = rows[-1][1]
+    for name, cum in rows:
+        step = cum - prev
+        print(f"{name:<44} {cum:>7.2f} {step:>7.2f} {step / packets * 1e6:>11.2f} {step / total:>6.0%}")
+        prev = cum
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -470,8 +585,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--packets", type=int, action="append", metavar="N",
                    help="capture size in packets (repeatable; default 1000000 and 2000000)")
-    p.add_argument("--repeat", type=int, default=1, metavar="K",
-                   help="timed runs per tool and size; the best is reported (default 1)")
+    p.add_argument("--repeat", type=int, default=3, metavar="K",
+                   help="timed runs per tool and size; the best is reported (default 3: this machine is shared and noisy)")
     p.add_argument("--profile", action="store_true",
                    help="also profile shadowtap in-process (cProfile) on the smallest capture")
     p.add_argument("--profile-only", action="store_true", help="profile, skip the timed comparison")
@@ -494,7 +609,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # keep order with stderr progress
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # keep the table in order with stderr progress
     if os.geteuid() != 0:
         print("error: needs root (it creates a network namespace for the capture)", file=sys.stderr)
         return 2
@@ -505,9 +621,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     infos = ensure_captures(args.packets, args)
     capture_s = time.perf_counter() - started
+    machine: dict[str, object] = {
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "tshark": _tool_version(["tshark", "--version"]), "loadavg_start": os.getloadavg(),
+    }
     report: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "tshark": _tool_version(["tshark", "--version"]), "loadavg_start": os.getloadavg()},
+        "machine": machine,
+        "options": {k: v for k, v in vars(args).items()},
         "captures": {str(n): asdict(i) for n, i in infos.items()},
         "capture_seconds": round(capture_s, 1),
     }
@@ -518,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print_table(results, verdict)
         report["results"] = {str(n): [asdict(r) for r in pair] for n, pair in results.items()}
-        report["verdict"] = verdict
+        report["verdict"] = asdict(verdict)
         report["repeat"] = args.repeat
     if args.profile or args.profile_only:
         n = args.packets[0]
@@ -527,13 +647,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ncProfile: {written} exchanges from {n:,} packets in {seconds:.1f} s under the profiler "
               f"(saved to {(OUT / 'extract.prof').relative_to(REPO)})")
         print(table)
-        report["profile"] = {"packets": n, "seconds_under_profiler": round(seconds, 2), "exchanges": written}
+        print("per-layer cost, from separate passes without the profiler:", file=sys.stderr)
+        rows = stages(REPO / infos[n].path)
+        print_stages(rows, n)
+        report["profile"] = {"packets": n, "seconds_under_profiler": round(seconds, 2), "exchanges": written,
+                             "stages_cumulative_seconds": {k: round(v, 2) for k, v in rows}}
     total = time.perf_counter() - started
     report["total_seconds"] = round(total, 1)
-    report["machine"]["loadavg_end"] = os.getloadavg()  # type: ignore[index]
-    (OUT / "extract.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"whole run {total:.0f} s (captures {capture_s:.0f} s); results in "
-          f"{(OUT / 'extract.json').relative_to(REPO)}")
+    machine["loadavg_end"] = os.getloadavg()
+    # A profile-only run must not overwrite the last comparison's results.
+    dest = OUT / ("extract-profile.json" if args.profile_only else "extract.json")
+    dest.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"whole run {total:.0f} s (captures {capture_s:.0f} s); results in {dest.relative_to(REPO)}")
     return 0
 
 

@@ -1,0 +1,19 @@
+"""Capture-side of shadowtap: reading captures, reassembling TCP, parsing HTTP/1.x, and the
+recording format the other stages read.
+
+The hot modules may be compiled with mypyc (setup.py). A compiled module shadows its source,
+so an edit to the source would be silently ignored; refuse that instead.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+_here = os.path.dirname(os.path.abspath(__file__))
+for _so in glob.glob(os.path.join(_here, "*.so")):
+    _py = os.path.join(_here, os.path.basename(_so).split(".", 1)[0] + ".py")
+    if os.path.exists(_py) and os.path.getmtime(_py) > os.path.getmtime(_so):
+        raise ImportError(
+            f"{_py} changed after it was compiled: run `make venv` to rebuild "
+            f"(or delete {_so} to run it as plain Python)"
+        )

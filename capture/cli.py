@@ -8,7 +8,7 @@ kept), 2 usage error or an input that is not a capture at all.
 from __future__ import annotations
 
 import argparse
-import json
+import gc
 import os
 import sys
 import time
@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserError
-from .exchange import Exchange
+from .exchange import Exchange, json_line
 from .extract import Extractor, InputReport, input_size, parse_server, read_capture
 from .har import HarWriter
 from .http1 import DEFAULT_MAX_BODY
 from .pcapfile import NotACapture, Record
-from .recording import ExchangeWriter, write_manifest
 
 
 def version() -> str:
@@ -77,15 +76,16 @@ class _Sinks:
         self.flushers: list[Callable[[], None]] = []
         self.rec = Path(args.output) if args.output else None
         if self.rec is not None:
+            from .recording import ExchangeWriter  # pyarrow: loaded only when a recording is asked for
+
             w = ExchangeWriter(self.rec)
             self.adders.append(w.add)
             self.closers.append(w.close)
         jsonl = args.jsonl if args.jsonl or args.har or args.output or args.table else "-"
         if jsonl:
             f = self._open(jsonl)
-            dumps = json.dumps
             write = f.write
-            self.adders.append(lambda ex: write(dumps(ex.summary()) + "\n"))
+            self.adders.append(lambda ex: write(json_line(ex) + "\n"))
             self.closers.append(f.flush if jsonl == "-" else f.close)
         if args.har:
             f = self._open(args.har)
@@ -160,6 +160,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     ex = Extractor(args.port, servers, args.max_body, args.idle_timeout)
+    # Millions of short-lived objects and few cycles: the default collector runs a full pass
+    # dozens of times per million packets for nothing.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
     sinks = _Sinks(args)
     started = time.time()
     reports: list[InputReport] = []
@@ -219,6 +223,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
             print(f"error: {rep.error}", file=sys.stderr)
     counts = ex.counts()
     if sinks.rec is not None:
+        from .recording import write_manifest
+
         write_manifest(sinks.rec, "extract", {
             "tool": "shadowtap", "version": version(),
             "command": ["shadowtap", "extract", *sys.argv[2:]],

@@ -18,19 +18,45 @@ MAX_HEAD = 64 * 1024
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 _RESYNC_KEEP = 512  # bytes kept between feeds so a message start split across segments is found
 
-_REQ_START = re.compile(rb"[A-Za-z][A-Za-z0-9_.!#$%&'*+^`|~-]{0,31} ")
 _REQ_LINE_RE = re.compile(
     rb"(?:^|\n)[A-Z][A-Z0-9_-]{0,31} [!-~]+ HTTP/[0-9]\.[0-9]\r?\n"
 )
 _RESP_LINE_RE = re.compile(rb"(?:^|\n)HTTP/[0-9]\.[0-9] [0-9]{3}[ \r\n]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+# One `name: value` line; findall over a head gives the header list in one C-speed pass.
+_HEADER = re.compile(r"([^:\r\n]*):[ \t]*([^\r\n]*)\r?\n")
+_BAD_LINE = re.compile(r"\n(?![ \t])[^:\n]*\n")  # a header line with no colon
+_CONTENT_LENGTH = re.compile(r"\ncontent-length:[ \t]*([^\r\n]*?)[ \t]*(?=\r?\n)")
+_TRANSFER_ENCODING = re.compile(r"\ntransfer-encoding:[ \t]*([^\r\n]*?)[ \t]*(?=\r?\n)")
 NO_BODY_STATUS = frozenset((204, 304))
+
+
+def parse_header_block(block: str) -> list[tuple[str, str]]:
+    """`name: value` lines to pairs, in order; folded lines joined, lines without a colon
+    left out (the message was flagged `bad_header` when parsed)."""
+    pairs = _HEADER.findall(block)
+    if (len(pairs) == block.count("\n") and "\n " not in block and "\n\t" not in block
+            and " \r" not in block and "\t\r" not in block and not block.startswith((" ", "\t"))):
+        return pairs  # every line is a plain `name: value` (the common case)
+    headers: list[tuple[str, str]] = []
+    for line in block.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        if line[0] in " \t" and headers:  # obsolete line folding
+            k, v = headers[-1]
+            headers[-1] = (k, v + " " + line.strip())
+            continue
+        k, sep, v = line.partition(":")
+        if sep:
+            headers.append((k, v.strip()))
+    return headers
 
 
 class Message:
     """One HTTP request or response as seen on the wire."""
 
-    __slots__ = ("is_request", "method", "target", "version", "status", "reason", "headers",
+    __slots__ = ("is_request", "method", "target", "version", "status", "reason", "raw_headers", "_headers",
                  "body", "stored", "body_len", "flags", "t_start", "t_end", "ack", "head_end",
                  "interim", "error", "done")
 
@@ -41,7 +67,8 @@ class Message:
         self.version: str | None = None
         self.status: int | None = None
         self.reason: str | None = None
-        self.headers: list[tuple[str, str]] = []
+        self.raw_headers = ""  # the header lines as sent; parsed into `headers` on first use
+        self._headers: list[tuple[str, str]] | None = None
         self.body: list[bytes] = []
         self.stored = 0  # body bytes kept (at most max_body)
         self.body_len = 0  # body bytes on the wire (de-chunked), kept or not
@@ -53,6 +80,15 @@ class Message:
         self.interim: list[int] = []
         self.error: str | None = None
         self.done = False  # the parser has finished with it (complete or not)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Ordered (name, value) pairs. Parsed lazily: extracting to JSON lines never needs
+        them, and building them is a third of the cost of a message."""
+        h = self._headers
+        if h is None:
+            h = self._headers = parse_header_block(self.raw_headers)
+        return h
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -257,16 +293,21 @@ class Parser:
                 return pos
             self.headless_ts = None
         if self.state == IDLE:
-            while pos < n and data[pos] in (13, 10):  # CRLFs between messages are allowed
-                pos += 1
-            if pos == n:
-                return pos
-            if not self._plausible_start(data, pos):
+            c = data[pos]
+            if c == 13 or c == 10:
+                while pos < n and data[pos] in (13, 10):  # CRLFs between messages are allowed
+                    pos += 1
+                if pos == n:
+                    return pos
+                c = data[pos]
+            # A cheap first-byte test: the start line is validated when the head is complete.
+            if not (65 <= c <= 90 or 97 <= c <= 122) or not self.is_request and not self._status_prefix(data, pos):
                 return self._error_resync("not an HTTP message start", data, pos)
             self.state = HEAD
-            self.msg = Message(self.is_request, self._ts, self._ack)
-            self.msg.flags |= self.pending_flags
-            self.pending_flags = set()
+            msg = self.msg = Message(self.is_request, self._ts, self._ack)
+            if self.pending_flags:
+                msg.flags |= self.pending_flags
+                self.pending_flags = set()
         end = data.find(b"\r\n\r\n", pos)
         if end >= 0:
             body_at = end + 4
@@ -284,19 +325,17 @@ class Parser:
                     return self._keep(data, pos)
                 end, body_at = cut, cut + 3
         sol = data.find(b"\n", pos, end + 1)
-        if self.is_request and b" HTTP/" not in data[pos:sol if sol >= 0 else end]:
+        if self.is_request and data.find(b" HTTP/", pos, sol if sol >= 0 else end) < 0:
             if sol < 0 or not data[sol + 1 : end].strip():
                 return self._http09(data, pos, sol if sol >= 0 else end)
             return self._error_resync("request line without HTTP version", data, pos)
         head = data[pos:end].decode("latin-1")
         return self._parse_head(head, data, body_at)
 
-    def _plausible_start(self, data: bytes, pos: int) -> bool:
-        chunk = data[pos : pos + 40]
-        if self.is_request:
-            m = _REQ_START.match(chunk)
-            return m is not None or (len(chunk) < 33 and re.fullmatch(rb"[A-Za-z0-9_.!#$%&'*+^`|~-]*", chunk) is not None)
-        return chunk.startswith(b"HTTP/") or (len(chunk) < 5 and b"HTTP/".startswith(chunk))
+    @staticmethod
+    def _status_prefix(data: bytes, pos: int) -> bool:
+        """Could a status line start here (b"HTTP/", or a prefix of it at the end of data)?"""
+        return data.startswith(b"HTTP/", pos) or (len(data) - pos < 5 and b"HTTP/".startswith(data[pos:]))
 
     def _http09(self, data: bytes, pos: int, nl: int) -> int:
         """`GET /path` with no version: HTTP/0.9, a one-line request with no headers."""
@@ -315,13 +354,17 @@ class Parser:
     def _parse_head(self, head: str, data: bytes, body_at: int) -> int:
         msg = self.msg
         assert msg is not None
-        lines = head.split("\n")
-        first = lines[0].rstrip("\r")
+        sol = head.find("\n")
+        if sol < 0:
+            first, sol = head.rstrip("\r"), len(head)
+        else:
+            first = head[:sol].rstrip("\r")
         if self.is_request:
             parts = first.split(" ")
-            if len(parts) < 3:
-                return self._error_resync("invalid request line", data, body_at)
-            if len(parts) > 3:  # spaces inside the target: keep them, as servers often do
+            if len(parts) != 3:
+                if len(parts) < 3:
+                    return self._error_resync("invalid request line", data, body_at)
+                # spaces inside the target: keep them, as servers often do
                 parts = [parts[0], " ".join(parts[1:-1]), parts[-1]]
             msg.method, msg.target, msg.version = parts
             if not msg.version.startswith("HTTP/"):
@@ -333,31 +376,19 @@ class Parser:
             msg.version = parts[0]
             msg.status = int(parts[1])
             msg.reason = parts[2] if len(parts) > 2 else ""
-        headers = msg.headers
-        clen: str | None = None
-        te: str | None = None
-        for line in lines[1:]:
-            line = line.rstrip("\r")
-            if not line:
-                continue
-            if line[0] in " \t" and headers:  # obsolete line folding
-                k, v = headers[-1]
-                headers[-1] = (k, v + " " + line.strip())
-                continue
-            k, sep, v = line.partition(":")
-            if not sep:
-                msg.flags.add("bad_header")
-                continue
-            v = v.strip()
-            headers.append((k, v))
-            lk = k.lower()
-            if lk == "content-length":
-                if clen is not None and clen != v:
-                    msg.flags.add("conflicting_content_length")
-                elif clen is None:
-                    clen = v
-            elif lk == "transfer-encoding":
-                te = v if te is None else te + ", " + v
+        if self.dropped is not None:
+            self.dropped = None  # a good head follows: the earlier junk was not a request
+        head += "\n"
+        msg.raw_headers = head[sol + 1 :]
+        if _BAD_LINE.search(head, sol):
+            msg.flags.add("bad_header")
+        lh = head.lower()
+        cls = _CONTENT_LENGTH.findall(lh, sol) if "content-length" in lh else None
+        tes = _TRANSFER_ENCODING.findall(lh, sol) if "transfer-encoding" in lh else None
+        clen = cls[0] if cls else None
+        te = ", ".join(tes) if tes else None
+        if cls and len(set(cls)) > 1:
+            msg.flags.add("conflicting_content_length")
         msg.head_end = self.offset + body_at
         msg.t_end = self._ts
         st = msg.status
@@ -369,6 +400,9 @@ class Parser:
         return self._framing(msg, clen, te, method, body_at)
 
     def _framing(self, msg: Message, clen: str | None, te: str | None, method: str | None, pos: int) -> int:
+        if self.is_request and clen is None and te is None:
+            self._finish()  # the common GET: no body
+            return pos
         st = msg.status
         if not self.is_request:
             if st is not None and 100 <= st < 200 and "interim_with_body" not in msg.flags:
@@ -391,7 +425,10 @@ class Parser:
             return pos
         if clen is not None:
             try:
-                length = int(clen.split(",")[0].strip())
+                try:
+                    length = int(clen)
+                except ValueError:
+                    length = int(clen.split(",")[0])  # "42, 42": a list of equal values
                 if length < 0:
                     raise ValueError
             except ValueError:

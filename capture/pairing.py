@@ -231,7 +231,6 @@ class HttpConnection:
         return ex
 
     def _on_req_head(self, msg: Message) -> str | None:
-        self._req_parser().dropped = None
         ex = self._new_exchange()
         ex.request = msg
         self.pending.append(ex)
@@ -247,7 +246,8 @@ class HttpConnection:
             ex.request = msg
             self.pending.append(ex)
         self.req_open = None
-        self._emit()
+        if ex.response is not None:  # answered before the request was complete
+            self._emit()
 
     def _on_resp_head(self, msg: Message) -> str | None:
         st = msg.status
@@ -321,7 +321,8 @@ class HttpConnection:
         out = self.ctx.out
         while order:
             ex = order[0]
-            if not final and not ex.done:
+            resp = ex.response
+            if not final and (resp is None or not resp.done or ex.request is not None and not ex.request.done):
                 # A request whose response never comes blocks later ones only until the
                 # connection ends; one answered out of turn (lost in a gap) is released now.
                 if ex.response is None and ex not in self.pending and ex.request is not None and ex.request.done:

@@ -68,9 +68,12 @@ class Connection:
         self.keys = ((seg[0], seg[2], seg[1], seg[3]), (seg[1], seg[3], seg[0], seg[2]))
 
 
+STATS_FIELDS = ("connections", "reused", "retransmissions", "overlap_conflicts", "gaps",
+                "gap_bytes", "ignored_no_connection", "expired")
+
+
 class Stats:
-    __slots__ = ("connections", "reused", "retransmissions", "overlap_conflicts", "gaps",
-                 "gap_bytes", "ignored_no_connection", "expired")
+    __slots__ = STATS_FIELDS
 
     def __init__(self) -> None:
         self.connections = 0
@@ -83,7 +86,7 @@ class Stats:
         self.expired = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in STATS_FIELDS}
 
 
 class Reassembler:
