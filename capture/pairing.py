@@ -317,18 +317,13 @@ class HttpConnection:
         self._emit()
 
     def _emit(self, final: bool = False) -> None:
+        """Hand finished exchanges on, in index order; at the end (`final`) hand on all."""
         order = self.order
         out = self.ctx.out
         while order:
             ex = order[0]
-            resp = ex.response
-            if not final and (resp is None or not resp.done or ex.request is not None and not ex.request.done):
-                # A request whose response never comes blocks later ones only until the
-                # connection ends; one answered out of turn (lost in a gap) is released now.
-                if ex.response is None and ex not in self.pending and ex.request is not None and ex.request.done:
-                    pass
-                else:
-                    return
+            if not final and not self._ready(ex):
+                return
             order.popleft()
             if final:
                 for m in (ex.request, ex.response):
@@ -336,3 +331,11 @@ class HttpConnection:
                         m.flags.add("incomplete")
             ex.finalize()
             out.append(ex)
+
+    def _ready(self, ex: Exchange) -> bool:
+        req, resp = ex.request, ex.response
+        if resp is not None:
+            return resp.done and (req is None or req.done)
+        # No response: ready only if pairing has passed it by (its answer was lost in a gap);
+        # otherwise it waits, and blocks later ones, until the connection ends.
+        return req is not None and req.done and ex not in self.pending
