@@ -102,33 +102,15 @@ class PartWriter:
 
 
 def exchange_row(ex: Exchange) -> dict[str, Any]:
+    """The JSON-lines fields plus what they leave out: headers, bodies, response version."""
     req, resp = ex.request, ex.response
-    return {
-        "id": ex.id,
-        "conn": ex.conn,
-        "index": ex.index,
-        "client": ex.client,
-        "server": ex.server,
-        "method": req.method if req else None,
-        "target": req.target if req else None,
-        "version": req.version if req else None,
-        "req_headers": req.headers if req else None,
-        "req_body": body_bytes(req),
-        "req_body_len": req.body_len if req else None,
-        "status": resp.status if resp else None,
-        "reason": resp.reason if resp else None,
-        "resp_version": resp.version if resp else None,
-        "resp_headers": resp.headers if resp else None,
-        "resp_body": body_bytes(resp),
-        "resp_body_len": resp.body_len if resp else None,
-        "t_req_start": req.t_start if req else None,
-        "t_req_end": req.t_end if req else None,
-        "t_resp_start": resp.t_start if resp else None,
-        "t_resp_end": resp.t_end if resp else None,
-        "interim": req.interim if req else None,
-        "flags": sorted(ex.flags),
-        "error": ex.error(),
-    }
+    row = ex.summary()
+    row["req_headers"] = req.headers if req else None
+    row["req_body"] = body_bytes(req)
+    row["resp_version"] = resp.version if resp else None
+    row["resp_headers"] = resp.headers if resp else None
+    row["resp_body"] = body_bytes(resp)
+    return row
 
 
 class ExchangeWriter:
