@@ -107,6 +107,7 @@ class _Sinks:
             return sys.stdout
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a file that already existed keeps its mode otherwise
         except OSError as e:
             raise UserError(f"cannot write {path}: {e.strerror}") from None
         return os.fdopen(fd, "w", buffering=1 << 20)
@@ -141,7 +142,7 @@ def table_line(ex: Exchange) -> str:
             + " ".join(sorted(ex.flags)))
 
 
-def _progress(paths: list[str]) -> Any:
+def _progress() -> Any:
     if not sys.stderr.isatty():
         return None
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
@@ -170,7 +171,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     limit = args.limit
     written = 0
     code = 0
-    progress = _progress(args.inputs)
+    progress = _progress()
 
     def emit(batch: list[Exchange]) -> bool:
         nonlocal written
@@ -200,8 +201,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
                         progress.update(task, completed=rep.bytes, exchanges=written)
                     if not going:
                         break
-            except NotACapture:
-                raise UserError(f"{path} is not a pcap or pcapng file") from None
+            except NotACapture as e:
+                raise UserError(str(e)) from None
             except BrokenPipeError:
                 raise
             except OSError as e:

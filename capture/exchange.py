@@ -51,11 +51,6 @@ class Exchange:
         self.response: Message | None = None
         self.flags: set[str] = set()
 
-    @property
-    def done(self) -> bool:
-        req, resp = self.request, self.response
-        return (req is None or req.done) and resp is not None and resp.done
-
     def finalize(self) -> None:
         """Merge message flags into the exchange's flags (called once, when it is emitted)."""
         req, resp = self.request, self.response

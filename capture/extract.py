@@ -10,6 +10,7 @@ import gzip
 import ipaddress
 import os
 import sys
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
@@ -138,7 +139,11 @@ def _open(path: str) -> tuple[BinaryIO, bytes, bool]:
     head = _read(raw, 4)
     if sniff_format(head) == "gzip":
         gz = gzip.GzipFile(fileobj=_Prefixed(head, raw))  # type: ignore[arg-type]
-        return gz, _read(gz, 4), True  # type: ignore[arg-type]
+        try:
+            first = _read(gz, 4)  # type: ignore[arg-type]
+        except (OSError, EOFError, zlib.error) as e:
+            raise NotACapture(f"{path}: gzip data is corrupt ({e})") from None
+        return gz, first, True  # type: ignore[return-value]
     return raw, head, False
 
 
@@ -195,9 +200,10 @@ def read_capture(path: str, report: InputReport) -> Iterator[list[Record]]:
             report.bytes += len(data)
             try:
                 data = _read(f, CHUNK)
-            except (OSError, EOFError, gzip.BadGzipFile) as e:
-                report.warnings.append(f"{path}: read failed after {report.bytes} bytes ({e}); kept what came before")
-                break
+            except (OSError, EOFError, zlib.error) as e:
+                report.error = f"{path}: read failed after {report.bytes} bytes ({e}); kept what came before"
+                report.records = dec.records
+                return
             if not data:
                 break
         report.records = dec.records

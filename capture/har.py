@@ -19,7 +19,19 @@ _TEXTUAL = ("text/", "application/json", "application/xml", "application/javascr
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):  # a corrupt capture's timestamp
+        dt = datetime.fromtimestamp(0, tz=timezone.utc)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _query(url: str) -> list[dict[str, str]]:
+    try:
+        query = urlsplit(url).query
+    except ValueError:  # e.g. a Host header with an unbalanced "["
+        query = url.partition("?")[2].partition("#")[0]
+    return [{"name": k, "value": v} for k, v in parse_qsl(query, keep_blank_values=True)]
 
 
 def _headers(m: Message) -> list[dict[str, str]]:
@@ -63,7 +75,7 @@ def entry(ex: Exchange) -> dict[str, Any] | None:
         "url": url,
         "httpVersion": req.version,
         "headers": _headers(req),
-        "queryString": [{"name": k, "value": v} for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)],
+        "queryString": _query(url),
         "cookies": [],
         "headersSize": -1,
         "bodySize": req.body_len,

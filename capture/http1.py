@@ -16,13 +16,22 @@ IDLE, HEAD, BODY_LEN, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILER, BODY_CLOSE, R
 
 MAX_HEAD = 64 * 1024
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
-_RESYNC_KEEP = 512  # bytes kept between feeds so a message start split across segments is found
 
 _REQ_LINE_RE = re.compile(
     rb"(?:^|\n)[A-Z][A-Z0-9_-]{0,31} [!-~]+ HTTP/[0-9]\.[0-9]\r?\n"
 )
 _RESP_LINE_RE = re.compile(rb"(?:^|\n)HTTP/[0-9]\.[0-9] [0-9]{3}[ \r\n]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _is_status(code: str) -> bool:
+    return len(code) == 3 and code.isascii() and code.isdigit()  # not "²00": isdigit() says yes
+
+
+def is_interim(msg: "Message") -> bool:
+    """A 1xx answer that precedes the final one (not 101, and not one framed with a body)."""
+    st = msg.status
+    return st is not None and 100 <= st < 200 and st != 101 and "interim_with_body" not in msg.flags
 # One `name: value` line; findall over a head gives the header list in one C-speed pass.
 _HEADER = re.compile(r"([^:\r\n]*):[ \t]*([^\r\n]*)\r?\n")
 _BAD_LINE = re.compile(r"\n(?![ \t])[^:\n]*\n")  # a header line with no colon
@@ -118,10 +127,8 @@ class Parser:
         self.remaining = 0
         self.offset = 0  # stream offset of the first byte not yet consumed
         self.skipped = 0  # bytes passed over while resynchronising
-        self.messages = 0
         self.errors: dict[str, int] = {}
         self.pending_flags: set[str] = set()  # flags for the next message (e.g. after a gap)
-        self.last: Message | None = None  # the message finished most recently
         self.headless_ts: float | None = None  # an HTTP/0.9 answer may come (see expect_headless)
         self.dropped: tuple[str, float, int] | None = None  # last unparseable start, unreported
         self._ts = 0.0
@@ -186,14 +193,15 @@ class Parser:
         self.offset += pos
         return -1
 
-    def gap(self, nbytes: int, ts: float, cause: str = "gap") -> None:
-        """`nbytes` of this direction were never captured."""
+    def gap(self, nbytes: int, ts: float, cause: str = "gap") -> bool:
+        """`nbytes` of this direction were never captured. Returns whether message boundaries
+        were lost with them (pairing by order can no longer be trusted then)."""
         self._ts = ts
         st = self.state
         msg = self.msg
         self.offset += len(self.buf) + nbytes
         if st == DEAD:
-            return
+            return False
         if msg is not None and (st == BODY_LEN or st == CHUNK_DATA) and nbytes <= self.remaining and not self.buf:
             # The hole is inside a body of known length: the framing survives it.
             msg.flags.add(cause)
@@ -204,39 +212,39 @@ class Parser:
                     self._finish()
                 else:
                     self.state = CHUNK_CRLF
-            return
+            return False
         if msg is not None and st == BODY_CLOSE:
             msg.flags.add(cause)
             msg.body_len += nbytes
-            return
+            return False
         if msg is not None:
             if st == HEAD and msg.head_end < 0:
-                self._salvage_start_line(msg, self.buf)
+                self._salvage_start_line(msg, self.buf, "head cut by a gap")
             msg.flags.add(cause)
             msg.flags.add("incomplete")
+            self.skipped += len(self.buf)
             self.buf = b""
             self._finish()
         else:
+            self.skipped += len(self.buf)
             self.buf = b""
-            self.pending_flags.add("after_gap")
+        self.pending_flags.add("after_gap")
         self.state = RESYNC
+        return True
 
-    def _salvage_start_line(self, msg: Message, partial: bytes) -> None:
-        """A head cut by a gap: keep its start line if that much arrived, so it still pairs."""
+    def _salvage_start_line(self, msg: Message, partial: bytes, why: str) -> None:
+        """A head cut short: keep its start line if that much arrived, and pair it either way
+        (with `error` saying why), so the exchange still has both sides."""
         nl = partial.find(b"\n")
-        if nl < 0:
-            return
-        parts = partial[:nl].rstrip(b"\r").decode("latin-1").split(" ", 2)
-        if len(parts) < 2:
-            return
-        if self.is_request:
+        parts = partial[:nl].rstrip(b"\r").decode("latin-1").split(" ", 2) if nl >= 0 else []
+        if len(parts) >= 2 and self.is_request:
             msg.method, msg.target = parts[0], parts[1]
             msg.version = parts[2] if len(parts) > 2 else None
-        elif parts[1].isdigit():
+        elif len(parts) >= 2 and _is_status(parts[1]):
             msg.version, msg.status = parts[0], int(parts[1])
             msg.reason = parts[2] if len(parts) > 2 else ""
         else:
-            return
+            msg.error = why
         self.on_head(msg)
 
     def eof(self, ts: float) -> None:
@@ -247,7 +255,7 @@ class Parser:
             self._finish()
         elif msg is not None:
             if self.state == HEAD and msg.head_end < 0:
-                self._salvage_start_line(msg, self.buf)
+                self._salvage_start_line(msg, self.buf, "head cut by the end of the stream")
             msg.flags.add("incomplete")
             self._finish()
         elif self.buf and self.state in (IDLE, HEAD) and self.buf.strip(b"\r\n"):
@@ -311,6 +319,13 @@ class Parser:
         end = data.find(b"\r\n\r\n", pos)
         if end >= 0:
             body_at = end + 4
+            # A bare-LF head may end earlier than the first CRLFCRLF: take the earliest end.
+            lf = data.find(b"\n\n", pos, end + 2)
+            if lf >= 0 and lf < end:
+                end, body_at = lf, lf + 2
+            lf = data.find(b"\n\r\n", pos, end)
+            if lf >= 0:
+                end, body_at = lf, lf + 3
         else:
             end = data.find(b"\n\n", pos)
             if end >= 0:
@@ -326,7 +341,7 @@ class Parser:
                 end, body_at = cut, cut + 3
         sol = data.find(b"\n", pos, end + 1)
         if self.is_request and data.find(b" HTTP/", pos, sol if sol >= 0 else end) < 0:
-            if sol < 0 or not data[sol + 1 : end].strip():
+            if sol < 0 or sol + 1 >= end or not data[sol + 1 : end].strip():
                 return self._http09(data, pos, sol if sol >= 0 else end)
             return self._error_resync("request line without HTTP version", data, pos)
         head = data[pos:end].decode("latin-1")
@@ -363,16 +378,16 @@ class Parser:
             parts = first.split(" ")
             if len(parts) != 3:
                 if len(parts) < 3:
-                    return self._error_resync("invalid request line", data, body_at)
+                    return self._error_resync("invalid request line", data, body_at, delimited=True)
                 # spaces inside the target: keep them, as servers often do
                 parts = [parts[0], " ".join(parts[1:-1]), parts[-1]]
             msg.method, msg.target, msg.version = parts
             if not msg.version.startswith("HTTP/"):
-                return self._error_resync("invalid request line", data, body_at)
+                return self._error_resync("invalid request line", data, body_at, delimited=True)
         else:
             parts = first.split(" ", 2)
-            if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
-                return self._error_resync("invalid status line", data, body_at)
+            if len(parts) < 2 or not _is_status(parts[1]):
+                return self._error_resync("invalid status line", data, body_at, delimited=True)
             msg.version = parts[0]
             msg.status = int(parts[1])
             msg.reason = parts[2] if len(parts) > 2 else ""
@@ -425,12 +440,12 @@ class Parser:
             return pos
         if clen is not None:
             try:
-                try:
-                    length = int(clen)
-                except ValueError:
-                    length = int(clen.split(",")[0])  # "42, 42": a list of equal values
-                if length < 0:
-                    raise ValueError
+                if not (clen.isascii() and clen.isdigit()):
+                    values = {v.strip() for v in clen.split(",")}  # "42, 42" is allowed
+                    if len(values) != 1 or not all(v.isascii() and v.isdigit() for v in values):
+                        raise ValueError  # "+5", "1_000", "-1": servers reject these
+                    clen = values.pop()
+                length = int(clen)
             except ValueError:
                 msg.flags.add("bad_content_length")
                 length = -1
@@ -507,8 +522,6 @@ class Parser:
         msg.t_end = self._ts
         msg.done = True
         self.msg = None
-        self.last = msg
-        self.messages += 1
         if self.state != DEAD:
             self.state = IDLE
         self.on_end(msg)
@@ -521,7 +534,10 @@ class Parser:
             msg.flags.add("incomplete")
             self._finish()
 
-    def _error_resync(self, reason: str, data: bytes, pos: int) -> int:
+    def _error_resync(self, reason: str, data: bytes, pos: int, delimited: bool = False) -> int:
+        """Count or report the bad message, then look for the next message start: right at
+        `pos` when the bad head was delimited (the next message may begin there), else one
+        byte on."""
         msg = self.msg
         if msg is None or msg.head_end < 0 and (msg.method or msg.status) is None:
             # Nothing usable was parsed: count it; the owner reports it if it is answered.
@@ -532,13 +548,16 @@ class Parser:
         else:
             self._error(reason, msg)
         self.state = RESYNC
-        return self._resync(data, pos + 1 if pos < len(data) else pos)
+        return self._resync(data, pos if delimited or pos >= len(data) else pos + 1)
 
     def _resync(self, data: bytes, pos: int) -> int:
         rx = _REQ_LINE_RE if self.is_request else _RESP_LINE_RE
-        m = rx.search(data, pos)
+        # The pattern's `\n` alternative needs the newline before `pos` to be in view.
+        m = rx.search(data, pos - 1 if pos and data[pos - 1] == 10 else pos)
         if m is None:
-            keep = max(pos, len(data) - _RESYNC_KEEP)
+            # Keep the last line (it may be the start of a message cut by the segment end).
+            nl = data.rfind(b"\n", pos)
+            keep = max(pos, nl if nl >= 0 else pos, len(data) - MAX_HEAD)
             self.skipped += keep - pos
             return self._keep(data, keep)
         start = m.start() + (1 if data[m.start()] == 10 else 0)

@@ -104,6 +104,8 @@ def _radiotap(data: bytes, origlen: int) -> Segment | str:
     q = p + hdr
     if data[q : q + 6] != b"\xaa\xaa\x03\x00\x00\x00":
         return "non-ip"
+    if len(data) < q + 8:
+        return "short"
     return _ethertype(_H.unpack_from(data, q + 6)[0], data, q + 8, origlen, 0)
 
 

@@ -1,10 +1,12 @@
 """One TCP connection's HTTP conversation: decide who is the server, pair requests with
 responses, and emit exchanges in order (sans-I/O: it implements the reassembler's Sink).
 
-Pairing is in order (HTTP/1.1 answers pipelined requests in order). After packet loss, order
-alone can pair a response with the wrong request, so the server's ACK number is used as
-evidence: a response cannot answer a request whose head the server had not yet received, and
-(without pipelining) it answers the last request the server had received.
+Pairing is in order (HTTP/1.1 answers pipelined requests in order). When a gap costs a
+direction its message boundaries, order alone can pair a response with the wrong request, so
+the server's ACK number is used as evidence: a response cannot answer a request whose head the
+server had not yet received; and after responses were lost, it answers the last request the
+server had received (true without pipelining; a gap already flags what it touches).
+Any internal failure ends that connection's parsing only, counted, never the whole run.
 """
 from __future__ import annotations
 
@@ -15,15 +17,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .exchange import Exchange
-from .http1 import DEFAULT_MAX_BODY, Message, Parser
+from .http1 import _REQ_LINE_RE, _RESP_LINE_RE, DEFAULT_MAX_BODY, Message, Parser, is_interim
 from .tcp import Connection
 
 CLASSIFY_LIMIT = 64 * 1024  # bytes buffered per direction before we call a stream non-HTTP
+CLASSIFY_ITEMS = 4096  # segments and gaps buffered before deciding (a headers-only capture)
+MAX_PENDING = 1024  # unanswered requests held; older ones go out as no_response (one-sided capture)
 _REQ_AT_START = re.compile(rb"[\r\n]*[A-Z][A-Z0-9_-]{0,31} [!-~]+ HTTP/[0-9]\.[0-9]\r?\n")
 _REQ_PREFIX = re.compile(rb"[\r\n]*[A-Za-z][A-Za-z0-9_-]{0,31}( |$)")
 _RESP_AT_START = re.compile(rb"[\r\n]*HTTP/[0-9]\.[0-9] ")
-_REQ_ANYWHERE = re.compile(rb"(?:^|\n)[A-Z][A-Z0-9_-]{0,31} [!-~]+ HTTP/[0-9]\.[0-9]\r?\n")
-_RESP_ANYWHERE = re.compile(rb"(?:^|\n)HTTP/[0-9]\.[0-9] [0-9]{3}[ \r\n]")
 
 _ntop_cache: dict[bytes, str] = {}
 
@@ -76,13 +78,17 @@ class HttpConnection:
         self.midstream = conn.syn_dir is None
         self.pre: list[tuple[int, bytes, float, int, str]] | None = []  # before roles are known
         self.pre_bytes = [0, 0]
+        self.firsts = [b"", b""]  # each direction's first bytes, for deciding the roles
         self.parsers: tuple[Parser, Parser] | None = None
         self.pending: deque[Exchange] = deque()  # requests awaiting a response, in order
         self.order: deque[Exchange] = deque()  # exchanges awaiting emission, in index order
         self.req_open: Exchange | None = None
         self.resp_open: Exchange | None = None
         self.index = 0
-        self.lossy = False  # a gap happened: order alone is no longer trusted for pairing
+        # Requests / responses lost their boundaries in a gap: order alone is no longer
+        # trusted for pairing then.
+        self.req_lossy = False
+        self.resp_lossy = False
         self.non_http: str | None = None
         self.conn_id = ""
         self.client = self.server = ""
@@ -104,37 +110,82 @@ class HttpConnection:
     # -- Sink --------------------------------------------------------------------------
     def data(self, d: int, payload: bytes, ts: float, ack: int) -> None:
         p = self.parsers
-        if p is not None:
-            p[d].feed(payload, ts, ack)
-        elif self.pre is not None:
-            self.pre.append((d, payload, ts, ack, ""))
-            self.pre_bytes[d] += len(payload)
-            self._classify()
+        try:
+            if p is not None:
+                p[d].feed(payload, ts, ack)
+            elif self.pre is not None:
+                self.pre.append((d, payload, ts, ack, ""))
+                self.pre_bytes[d] += len(payload)
+                if len(self.firsts[d]) < CLASSIFY_LIMIT:
+                    self.firsts[d] += payload[: CLASSIFY_LIMIT - len(self.firsts[d])]
+                self._classify()
+        except Exception as e:  # noqa: BLE001 - one connection must never end the run
+            self._internal_error(e)
 
     def gap(self, d: int, nbytes: int, ts: float, cause: str) -> None:
-        self.lossy = True
         p = self.parsers
-        if p is not None:
-            p[d].gap(nbytes, ts, cause)
-        elif self.pre is not None:
-            self.pre.append((d, b"", ts, nbytes, cause))
+        try:
+            if p is not None:
+                if p[d].gap(nbytes, ts, cause):
+                    self._lost_boundaries(d)
+            elif self.pre is not None:
+                self.pre.append((d, b"", ts, nbytes, cause))
+                self._classify()
+        except Exception as e:  # noqa: BLE001
+            self._internal_error(e)
 
     def eof(self, d: int, ts: float) -> None:
-        if self.parsers is not None:
-            self.parsers[d].eof(ts)
-            self._emit()
+        try:
+            if self.parsers is not None:
+                self.parsers[d].eof(ts)
+                self._emit()
+        except Exception as e:  # noqa: BLE001
+            self._internal_error(e)
 
     def flag(self, d: int, name: str) -> None:
-        """A retransmission disagreed: it belongs to the message in progress or just ended."""
+        """A retransmission disagreed: it belongs to the message in progress in that direction,
+        or to the newest one not yet handed on (later than that it is only counted)."""
         p = self.parsers
-        if p is not None:
-            target = p[d].msg or p[d].last
-            if target is not None:
-                target.flags.add(name)
-            else:
-                p[d].pending_flags.add(name)
+        if p is None:
+            return
+        target = p[d].msg
+        if target is None and self.order:
+            last = self.order[-1]
+            target = last.request if d == self.client_dir else last.response
+        if target is not None:
+            target.flags.add(name)
+
+    def _lost_boundaries(self, d: int) -> None:
+        if d == self.client_dir:
+            self.req_lossy = True
+        else:
+            self.resp_lossy = True
+
+    def _internal_error(self, e: Exception) -> None:
+        """A bug met an input it did not expect: stop parsing this connection, count it, and
+        keep what it produced."""
+        reason = f"internal error ({type(e).__name__}: {e})"[:200]
+        self.ctx.parse_errors[reason] = self.ctx.parse_errors.get(reason, 0) + 1
+        self.pre = None
+        if self.parsers is not None:
+            for parser in self.parsers:
+                parser.kill()
+            for ex in self.order:
+                for m in (ex.request, ex.response):
+                    if m is not None and not m.done:
+                        m.error = m.error or reason
+                        m.flags.add("parse_error")
+        elif self.non_http is None:
+            self._set_non_http("internal error")
 
     def close(self, ts: float) -> None:
+        try:
+            self._close(ts)
+        except Exception as e:  # noqa: BLE001
+            self._internal_error(e)
+            self._emit(final=True)
+
+    def _close(self, ts: float) -> None:
         if self.parsers is None and self.pre:
             self._classify(final=True)
         p = self.parsers
@@ -154,20 +205,16 @@ class HttpConnection:
     def _classify(self, final: bool = False) -> None:
         """Decide which side is the client from the first bytes, or call the stream non-HTTP."""
         assert self.pre is not None
-        firsts = [b"", b""]
-        for d, payload, _, _, cause in self.pre:
-            if cause:
-                continue
-            if len(firsts[d]) < CLASSIFY_LIMIT:
-                firsts[d] += payload
+        firsts = self.firsts
+        full = max(self.pre_bytes) >= CLASSIFY_LIMIT or len(self.pre) >= CLASSIFY_ITEMS
         cd = self.client_dir
         if cd is not None and not self.midstream:
             head = firsts[cd]
-            if not head and not final:
+            if not head and not final and not full:
                 return
             if _REQ_PREFIX.match(head) or not head or _RESP_AT_START.match(firsts[1 - cd]):
                 self._start(cd)  # (a server answering with a status line makes it HTTP)
-            elif not firsts[1 - cd] and not final and max(self.pre_bytes) < CLASSIFY_LIMIT:
+            elif not firsts[1 - cd] and not final and not full:
                 return  # odd first bytes: wait for the server's answer before deciding
             else:
                 self._set_non_http(non_http_reason(head))
@@ -178,11 +225,11 @@ class HttpConnection:
             if _RESP_AT_START.match(firsts[d]):
                 return self._start(1 - d)
         for d in (0, 1):  # mid-stream: a message start further in
-            if _REQ_ANYWHERE.search(firsts[d]):
+            if _REQ_LINE_RE.search(firsts[d]):
                 return self._start(d)
-            if _RESP_ANYWHERE.search(firsts[d]):
+            if _RESP_LINE_RE.search(firsts[d]):
                 return self._start(1 - d)
-        if final or max(self.pre_bytes) >= CLASSIFY_LIMIT:
+        if final or full:
             if cd is not None:
                 self._start(cd)  # hinted: let the parsers count what they skip
             else:
@@ -217,9 +264,11 @@ class HttpConnection:
         self.conn_id = hashlib.sha1(key).hexdigest()[:12]
         self.ctx.http_connections += 1
         pre, self.pre = self.pre, None
+        self.firsts = [b"", b""]
         for d, payload, ts, ack_or_n, cause in pre or ():
             if cause:
-                self.parsers[d].gap(ack_or_n, ts, cause)
+                if self.parsers[d].gap(ack_or_n, ts, cause):
+                    self._lost_boundaries(d)
             else:
                 self.parsers[d].feed(payload, ts, ack_or_n)
 
@@ -234,6 +283,9 @@ class HttpConnection:
         ex = self._new_exchange()
         ex.request = msg
         self.pending.append(ex)
+        if len(self.pending) > MAX_PENDING:
+            self.pending.popleft()  # no answer in sight (one-sided capture): let it go out
+            self._emit()
         self.req_open = ex
         if msg.version == "HTTP/0.9" and self.parsers is not None:
             self.parsers[1 - (self.client_dir or 0)].expect_headless(msg.t_start)
@@ -250,8 +302,9 @@ class HttpConnection:
             self._emit()
 
     def _on_resp_head(self, msg: Message) -> str | None:
-        st = msg.status
-        if st is not None and 100 <= st < 200 and st != 101 and "interim_with_body" not in msg.flags:
+        if is_interim(msg):
+            st = msg.status
+            assert st is not None
             if self.pending:
                 req = self.pending[0].request
                 if req is not None:
@@ -288,21 +341,21 @@ class HttpConnection:
         if not pending:
             return None
         ack = msg.ack
-        if self.lossy and ack >= 0:
+        if (self.req_lossy or self.resp_lossy) and ack >= 0:
             first = pending[0].request
             if first is not None and first.head_end > ack:
                 return None  # the server had not received that request: ours was lost
-            while len(pending) > 1:
-                nxt = pending[1].request
-                if nxt is None or nxt.head_end < 0 or nxt.head_end > ack:
-                    break
-                pending.popleft()  # its response was lost in the gap
-            self.lossy = False
+            if self.resp_lossy:
+                while len(pending) > 1:
+                    nxt = pending[1].request
+                    if nxt is None or nxt.head_end < 0 or nxt.head_end > ack:
+                        break
+                    pending.popleft()  # its response was lost in the gap
+            self.req_lossy = self.resp_lossy = False
         return pending.popleft()
 
     def _on_resp_end(self, msg: Message) -> None:
-        st = msg.status
-        if st is not None and 100 <= st < 200 and st != 101 and "interim_with_body" not in msg.flags:
+        if is_interim(msg):
             return
         ex = self.resp_open
         if ex is None or ex.response is not msg:

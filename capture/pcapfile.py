@@ -29,6 +29,8 @@ _PCAP_FIELDS = {e: struct.Struct(e + "IIII") for e in "<>"}
 _U32 = {e: struct.Struct(e + "I") for e in "<>"}
 _U16 = {e: struct.Struct(e + "H") for e in "<>"}
 _EPB = {e: struct.Struct(e + "IIIII") for e in "<>"}
+# The smallest length each block type can have (header, fixed fields, trailing length).
+_MIN_BLOCK = {6: 32, 2: 32, 3: 16, 1: 20, 0x0A0D0D0A: 28}
 
 
 class CaptureError(Exception):
@@ -172,6 +174,10 @@ class CaptureDecoder:
             if off + blen > n:
                 break
             body = off + 8
+            if blen < _MIN_BLOCK.get(btype, 12):
+                raise CaptureError(
+                    f"corrupt block at byte {self.bytes_consumed + off}: type {btype} cannot be {blen} bytes"
+                )
             if btype == 6:  # Enhanced Packet Block
                 iface, hi, lo, cap, orig = _EPB[e].unpack_from(buf, body)
                 if cap > blen - 32:
@@ -188,6 +194,8 @@ class CaptureDecoder:
             elif btype == 2:  # obsolete Packet Block
                 iface = _U16[e].unpack_from(buf, body)[0]
                 hi, lo, cap, orig = struct.unpack_from(e + "IIII", buf, body + 4)
+                if cap > blen - 32:
+                    raise CaptureError(f"corrupt packet block at byte {self.bytes_consumed + off}")
                 ifc = self._iface(iface, off)
                 out.append(
                     ((hi << 32 | lo) * ifc.tsunit, ifc.linktype, buf[body + 20 : body + 20 + cap], orig)

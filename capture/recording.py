@@ -54,14 +54,24 @@ EXCHANGE_SCHEMA = pa.schema([
 
 def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)  # an existing directory keeps its mode otherwise
     return path
+
+
+def open_private_tmp(tmp: Path) -> int:
+    """A fresh temporary file, owner-only; a stale one (a killed run's) is replaced, and a
+    symbolic link planted under its name is never followed."""
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a file atomically (temp name, then rename), readable by its owner only."""
     tmp = path.with_name("." + path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
+    with os.fdopen(open_private_tmp(tmp), "wb") as f:
         f.write(data)
     os.replace(tmp, path)
 
@@ -69,20 +79,24 @@ def write_private(path: Path, data: bytes) -> None:
 class PartWriter:
     """Buffers rows and writes them as numbered Parquet parts, atomically, mode 0600."""
 
-    def __init__(self, directory: Path, schema: pa.Schema, rows_per_part: int = 50_000) -> None:
+    def __init__(self, directory: Path, schema: pa.Schema, rows_per_part: int = 50_000,
+                 bytes_per_part: int = 256 * 1024 * 1024) -> None:
         self.dir = private_dir(directory)
         self.schema = schema
         self.rows_per_part = rows_per_part
+        self.bytes_per_part = bytes_per_part  # large bodies: flush by size, not only by count
         self.rows: list[dict[str, Any]] = []
+        self.buffered = 0
         self.parts: list[str] = []
         self.written = 0
         self._next = 0
         while (self.dir / f"part-{self._next:05d}.parquet").exists():
             self._next += 1
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], size: int = 0) -> None:
         self.rows.append(row)
-        if len(self.rows) >= self.rows_per_part:
+        self.buffered += size
+        if len(self.rows) >= self.rows_per_part or self.buffered >= self.bytes_per_part:
             self.flush()
 
     def flush(self) -> None:
@@ -91,13 +105,13 @@ class PartWriter:
         table = pa.Table.from_pylist(self.rows, schema=self.schema)
         name = f"part-{self._next:05d}.parquet"
         tmp = self.dir / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(open_private_tmp(tmp), "wb") as f:
             pq.write_table(table, f, compression="zstd")
         os.replace(tmp, self.dir / name)
         self.parts.append(name)
         self.written += len(self.rows)
         self.rows = []
+        self.buffered = 0
         self._next += 1
 
 
@@ -125,7 +139,8 @@ class ExchangeWriter:
         self.parts = PartWriter(d, EXCHANGE_SCHEMA, rows_per_part)
 
     def add(self, ex: Exchange) -> None:
-        self.parts.add(exchange_row(ex))
+        row = exchange_row(ex)
+        self.parts.add(row, len(row["req_body"] or b"") + len(row["resp_body"] or b""))
 
     def close(self) -> None:
         self.parts.flush()

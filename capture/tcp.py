@@ -5,11 +5,14 @@ other). In-order data goes straight to the sink; out-of-order data waits in a sm
 retransmission is dropped after its bytes are compared with what was delivered (a mismatch is
 an `overlap_conflict`). Bytes that never arrive become a `gap` the sink is told about, so the
 HTTP layer can flag the message and resynchronise instead of abandoning the connection.
-A gap is declared when the peer acknowledges bytes we never saw, when the out-of-order buffer
-outgrows its bound, or when the connection ends with holes.
+A gap is declared when the peer has acknowledged bytes we never saw and the next packet is not
+them (an ACK captured just before the data it acknowledges is normal on a SPAN port), when
+the out-of-order buffer outgrows its bound, or when the connection ends with holes. Memory per
+connection is bounded: the buffer by bytes and segments, the retransmission history by bytes.
 """
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from typing import Callable, Protocol
 
@@ -18,7 +21,8 @@ from .layers import ACK, FIN, RST, SYN, Segment
 M32 = 0xFFFFFFFF
 HALF = 0x80000000
 MAX_OOO_BYTES = 4 * 1024 * 1024  # a TCP window's worth; beyond it the hole is a loss
-RECENT = 16  # delivered segments kept per direction to check retransmissions against
+MAX_OOO_SEGMENTS = 4096  # segments whose payload the snap length cut count here, not in bytes
+RECENT_BYTES = 64 * 1024  # delivered bytes kept per direction to check retransmissions against
 CLOSED_LINGER = 5.0  # seconds a closed connection stays to absorb late retransmissions
 
 
@@ -35,18 +39,22 @@ class Sink(Protocol):
 class Half:
     """One direction's sequence state."""
 
-    __slots__ = ("base", "next", "isn", "ooo", "ooo_bytes", "fin", "ended", "recent")
+    __slots__ = ("base", "next", "isn", "ooo", "heap", "ooo_bytes", "fin", "ended", "recent",
+                 "recent_bytes", "acked", "acked_at")
 
     def __init__(self) -> None:
         self.base: int | None = None  # sequence number of stream offset 0
         self.next: int | None = None  # next in-order sequence number expected
         self.isn: int | None = None
-        self.ooo: dict[int, tuple[bytes, float, int, int]] = {}
+        self.ooo: dict[int, tuple[bytes, float, int, int]] = {}  # seq -> segment waiting
+        self.heap: list[tuple[int, int]] = []  # (offset from base, seq): the waiting, in order
         self.ooo_bytes = 0
         self.fin: int | None = None  # sequence number of the FIN, once seen
         self.ended = False
-        self.recent: deque[tuple[int, bytes]] = deque(maxlen=RECENT)
-
+        self.recent: deque[tuple[int, bytes]] = deque()
+        self.recent_bytes = 0
+        self.acked: int | None = None  # the peer acknowledged up to here, beyond `next`
+        self.acked_at = 0  # ... as of this packet count
 
 class Connection:
     """A TCP connection: addresses as first seen, which side opened it, and both halves."""
@@ -108,6 +116,7 @@ class Reassembler:
 
     def segment(self, ts: float, seg: Segment) -> None:
         src, dst, sport, dport, seq, ack, flags, payload, missing = seg
+        self._count += 1
         ent = self._conns.get((src, sport, dst, dport))
         if ent is None:
             if not (payload or missing or flags & SYN):
@@ -118,28 +127,29 @@ class Reassembler:
             conn, d = ent
             if flags & SYN:
                 h = conn.halves[d]
-                # A SYN (or a SYN-ACK, after an early RST) on a closed connection, or a SYN
-                # with another ISN: the 4-tuple is in use again.
-                if conn.closed_at is not None or (h.isn is not None and h.isn != seq and not flags & ACK):
-                    self._finish(conn, ts)  # the 4-tuple is reused: a new connection
+                # The 4-tuple is in use again: a SYN (or a SYN-ACK, after an early RST) on a
+                # closed connection, a SYN with another ISN, or any SYN on a connection the
+                # capture joined mid-stream (its own SYN came before the capture began).
+                if (conn.closed_at is not None
+                        or not flags & ACK and (h.isn is not None and h.isn != seq
+                                                or h.isn is None and h.next is not None)):
+                    self._finish(conn, ts)
                     self.stats.reused += 1
                     conn, d = self._open(seg, ts), 0
         conn.last_ts = ts
         h = conn.halves[d]
-        sink = conn.sink
-        assert sink is not None
+        peer = conn.halves[1 - d]
+        ack_rel = -1
         if flags & ACK:
-            peer = conn.halves[1 - d]
             pn = peer.next
             if pn is not None:
                 ahead = (ack - pn) & M32
-                if 0 < ahead < HALF and not (peer.fin is not None and ack == (peer.fin + 1) & M32):
-                    self._acked_hole(conn, 1 - d, peer, ack, ts)
-                ack_rel = (ack - peer.base) & M32  # type: ignore[operator]
-            else:
-                ack_rel = -1
-        else:
-            ack_rel = -1
+                if 0 < ahead < HALF and not peer.ended and not (peer.fin is not None and ack == (peer.fin + 1) & M32):
+                    if peer.acked is None or ((ack - peer.acked) & M32) < HALF:
+                        peer.acked = ack
+                        peer.acked_at = self._count
+                rel = (ack - peer.base) & M32  # type: ignore[operator]
+                ack_rel = rel if rel < HALF else -1  # behind the start: says nothing
         if flags & SYN:
             h.isn = seq
             seq = (seq + 1) & M32
@@ -149,36 +159,21 @@ class Reassembler:
         if n or missing:
             if h.next is None:
                 h.next = h.base = seq
-            diff = (seq - h.next) & M32
-            if diff == 0:
-                if n:
-                    sink.data(d, payload, ts, ack_rel)
-                    h.recent.append((seq, payload))
-                if missing:
-                    self._gap(sink, d, missing, ts, "snaplen")
-                h.next = (seq + n + missing) & M32
-                if h.ooo:
-                    self._drain(conn, d, h)
-            elif diff < HALF:
-                if seq not in h.ooo:
-                    h.ooo[seq] = (payload, ts, ack_rel, missing)
-                    h.ooo_bytes += n
-                    if h.ooo_bytes > MAX_OOO_BYTES:
-                        self._skip_to_buffered(conn, d, h, ts)
-                else:
-                    self.stats.retransmissions += 1
-            else:
-                self._old(conn, d, h, seq, payload, missing, ts, ack_rel)
+            self._accept(conn, d, h, seq, payload, missing, ts, ack_rel)
         elif h.next is None and flags & ACK:
             h.next = h.base = seq  # mid-stream: a pure ACK still tells where data starts
         if flags & FIN:
             h.fin = (seq + n + missing) & M32
-            if h.next == h.fin and not h.ooo:
-                self._end_half(conn, d, ts)
+        if h.fin is not None and not h.ended and h.next == h.fin and not h.ooo:
+            self._end_half(conn, d, ts)
         if flags & RST:
             for i in (0, 1):
                 self._flush_half(conn, i, ts)
-        self._count += 1
+        # An acknowledged hole is only lost once a later packet has not filled it.
+        for i in (0, 1):
+            hh = conn.halves[i]
+            if hh.acked is not None and hh.acked_at < self._count:
+                self._acked_hole(conn, i, hh, ts)
         if not self._count & 0xFFF and ts >= self._next_sweep:
             self.expire(ts)
 
@@ -250,57 +245,103 @@ class Reassembler:
         self.stats.gap_bytes += nbytes
         sink.gap(d, nbytes, ts, cause)
 
-    def _drain(self, conn: Connection, d: int, h: Half) -> None:
-        """Deliver buffered segments that are now in order (trimming overlaps)."""
-        sink = conn.sink
-        assert sink is not None
-        ooo = h.ooo
-        while ooo:
-            nxt = h.next
-            assert nxt is not None
-            item = ooo.pop(nxt, None)
-            if item is not None:
-                payload, ts, ack_rel, missing = item
-                h.ooo_bytes -= len(payload)
-                if payload:
-                    sink.data(d, payload, ts, ack_rel)
-                    h.recent.append((nxt, payload))
-                if missing:
-                    self._gap(sink, d, missing, ts, "snaplen")
-                h.next = (nxt + len(payload) + missing) & M32
-                continue
-            # An entry that starts before `next` but reaches past it: deliver its tail.
-            for s in list(ooo):
-                rel = (s - nxt) & M32
-                if rel >= HALF:
-                    payload, ts, ack_rel, missing = ooo.pop(s)
-                    h.ooo_bytes -= len(payload)
-                    self._old(conn, d, h, s, payload, missing, ts, ack_rel)
-                    break
-            else:
-                break
-        if h.fin is not None and h.next == h.fin and not ooo:
-            self._end_half(conn, d, conn.last_ts)
-
-    def _old(self, conn: Connection, d: int, h: Half, seq: int, payload: bytes, missing: int,
-             ts: float, ack_rel: int) -> None:
-        """Data that starts before `next`: a retransmission, or an overlap reaching past it."""
+    def _accept(self, conn: Connection, d: int, h: Half, seq: int, payload: bytes, missing: int,
+                ts: float, ack_rel: int) -> None:
+        """Data at `seq`: deliver what is new and in order, buffer what is ahead, then drain."""
         nxt = h.next
-        assert nxt is not None and conn.sink is not None
-        behind = (nxt - seq) & M32
-        self._check_overlap(conn, d, h, seq, payload[:behind])
-        if behind < len(payload):
-            tail = payload[behind:]
-            conn.sink.data(d, tail, ts, ack_rel)
-            h.recent.append((nxt, tail))
-            h.next = (nxt + len(tail)) & M32
-            if missing:
-                self._gap(conn.sink, d, missing, ts, "snaplen")
-                h.next = (h.next + missing) & M32
+        assert nxt is not None
+        diff = (seq - nxt) & M32
+        if diff >= HALF:  # starts before `next`: a retransmission, or an overlap reaching past it
+            behind = (nxt - seq) & M32
+            self._check_overlap(conn, d, h, seq, payload[:behind])
+            if behind >= len(payload) + missing:
+                self.stats.retransmissions += 1
+                return
+            if behind <= len(payload):
+                payload = payload[behind:]
+            else:
+                missing -= behind - len(payload)
+                payload = b""
+            diff = 0
+        if diff == 0:
+            self._in_order(conn, d, h, payload, missing, ts, ack_rel)
             if h.ooo:
                 self._drain(conn, d, h)
-        else:
+            return
+        old = h.ooo.get(seq)
+        if old is None:
+            assert h.base is not None
+            heapq.heappush(h.heap, ((seq - h.base) & M32, seq))
+        elif len(old[0]) + old[3] >= len(payload) + missing:
+            if old[0][: len(payload)] != payload[: len(old[0])]:
+                self.stats.overlap_conflicts += 1
+                assert conn.sink is not None
+                conn.sink.flag(d, "overlap_conflict")
             self.stats.retransmissions += 1
+            return
+        else:
+            h.ooo_bytes -= max(len(old[0]), 1)  # a longer copy of a waiting segment replaces it
+        h.ooo[seq] = (payload, ts, ack_rel, missing)
+        h.ooo_bytes += max(len(payload), 1)
+        if h.ooo_bytes > MAX_OOO_BYTES or len(h.ooo) > MAX_OOO_SEGMENTS:
+            self._skip_to_buffered(conn, d, h, ts)
+
+    def _in_order(self, conn: Connection, d: int, h: Half, payload: bytes, missing: int, ts: float,
+                  ack_rel: int) -> None:
+        nxt = h.next
+        assert nxt is not None and conn.sink is not None
+        n = len(payload)
+        if n:
+            conn.sink.data(d, payload, ts, ack_rel)
+            h.recent.append((nxt, payload))
+            h.recent_bytes += n
+            while h.recent_bytes > RECENT_BYTES and len(h.recent) > 1:
+                h.recent_bytes -= len(h.recent.popleft()[1])
+        if missing:
+            self._gap(conn.sink, d, missing, ts, "snaplen")
+        h.next = (nxt + n + missing) & M32
+
+    def _first_waiting(self, h: Half) -> int | None:
+        """The sequence number of the earliest buffered segment (stale heap entries dropped)."""
+        heap = h.heap
+        while heap:
+            s = heap[0][1]
+            if s in h.ooo:
+                return s
+            heapq.heappop(heap)
+        return None
+
+    def _drain(self, conn: Connection, d: int, h: Half) -> None:
+        """Deliver buffered segments that are now in order, trimming overlaps (a loop, not
+        recursion: a crafted capture can hold thousands of overlapping segments)."""
+        assert h.base is not None
+        while h.ooo:
+            s = self._first_waiting(h)
+            if s is None:
+                break
+            nxt = h.next
+            assert nxt is not None
+            if ((s - h.base) & M32) > ((nxt - h.base) & M32):
+                break  # a hole remains before it
+            heapq.heappop(h.heap)
+            payload, ts, ack_rel, missing = h.ooo.pop(s)
+            h.ooo_bytes -= max(len(payload), 1)
+            behind = (nxt - s) & M32
+            if behind:
+                self._check_overlap(conn, d, h, s, payload[:behind])
+                if behind >= len(payload) + missing:
+                    self.stats.retransmissions += 1
+                    continue
+                if behind <= len(payload):
+                    payload = payload[behind:]
+                else:
+                    missing -= behind - len(payload)
+                    payload = b""
+            self._in_order(conn, d, h, payload, missing, ts, ack_rel)
+        if not h.ooo:
+            h.heap.clear()
+        if h.fin is not None and h.next == h.fin and not h.ooo:
+            self._end_half(conn, d, conn.last_ts)
 
     def _check_overlap(self, conn: Connection, d: int, h: Half, seq: int, data: bytes) -> None:
         for s, old in h.recent:
@@ -316,25 +357,30 @@ class Reassembler:
     def _skip_to_buffered(self, conn: Connection, d: int, h: Half, ts: float) -> None:
         """Give up on the hole before the earliest buffered segment: it is lost."""
         nxt = h.next
+        first = self._first_waiting(h)
         assert nxt is not None and conn.sink is not None
-        first = min(h.ooo, key=lambda s: (s - nxt) & M32)
-        hole = (first - nxt) & M32
-        if hole and hole < HALF:
-            self._gap(conn.sink, d, hole, ts)
-            h.next = first
+        if first is not None:
+            hole = (first - nxt) & M32
+            if hole and hole < HALF:
+                self._gap(conn.sink, d, hole, ts)
+                h.next = first
         self._drain(conn, d, h)
 
-    def _acked_hole(self, conn: Connection, d: int, h: Half, ack: int, ts: float) -> None:
-        """The peer acknowledged bytes of direction `d` that were never captured."""
-        assert h.next is not None and conn.sink is not None
-        if h.ended:
+    def _acked_hole(self, conn: Connection, d: int, h: Half, ts: float) -> None:
+        """The peer acknowledged bytes of direction `d` that never came: they are lost."""
+        ack = h.acked
+        h.acked = None
+        nxt = h.next
+        if ack is None or nxt is None or h.ended or conn.sink is None:
             return
-        if h.ooo:
-            nxt = h.next
-            first = min(h.ooo, key=lambda s: (s - nxt) & M32)
-            if ((first - nxt) & M32) <= ((ack - nxt) & M32):
-                self._skip_to_buffered(conn, d, h, ts)
-                return
-        hole = (ack - h.next) & M32
+        hole = (ack - nxt) & M32
+        if not hole or hole >= HALF:
+            return  # filled meanwhile
+        first = self._first_waiting(h)
+        if first is not None and ((first - nxt) & M32) <= hole:
+            self._skip_to_buffered(conn, d, h, ts)
+            return
         self._gap(conn.sink, d, hole, ts)
         h.next = ack
+        if h.ooo:
+            self._drain(conn, d, h)
