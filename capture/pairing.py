@@ -188,6 +188,8 @@ class HttpConnection:
     def _close(self, ts: float) -> None:
         if self.parsers is None and self.pre:
             self._classify(final=True)
+        elif self.parsers is None and self.non_http is None:
+            self._set_non_http("no payload")  # a handshake, or only ACKs: counted all the same
         p = self.parsers
         if p is not None:
             for parser in p:
@@ -240,6 +242,7 @@ class HttpConnection:
         self.ctx.non_http[reason] = self.ctx.non_http.get(reason, 0) + 1
         self.pre = None
         if self.parsers is not None:
+            self.ctx.http_connections -= 1  # it was counted as HTTP when parsing started
             for p in self.parsers:
                 p.kill()
 

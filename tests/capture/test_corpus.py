@@ -107,9 +107,9 @@ def extract(name: str) -> Result:
         bad(f"counts: packets_by_linktype {c['packets_by_linktype']} does not add up to {c['packets']}")
     if c["http_connections"] > c["tcp_connections"]:
         bad(f"counts: http_connections {c['http_connections']} > tcp_connections {c['tcp_connections']}")
-    if c["http_connections"] + sum(c["non_http_connections"].values()) > c["tcp_connections"]:
+    if c["http_connections"] + sum(c["non_http_connections"].values()) != c["tcp_connections"]:
         bad(f"counts: http {c['http_connections']} + non-http {c['non_http_connections']} "
-            f"> tcp_connections {c['tcp_connections']}")
+            f"!= tcp_connections {c['tcp_connections']}: every connection is accounted for")
     if c["requests_without_response"] != flag_count["no_response"]:
         bad(f"counts: requests_without_response {c['requests_without_response']} "
             f"but {flag_count['no_response']} exchanges flagged no_response")
