@@ -1,8 +1,10 @@
 """Capture-side of shadowtap: reading captures, reassembling TCP, parsing HTTP/1.x, and the
 recording format the other stages read.
 
-The hot modules may be compiled with mypyc (setup.py). A compiled module shadows its source,
-so an edit to the source would be silently ignored; refuse that instead.
+The hot modules may be compiled with mypyc (setup.py). In a source checkout a compiled
+module shadows its source, so an edit to the source would be silently ignored: refuse that.
+(Only there: an installed wheel writes both files in archive order, and its sources never
+change.)
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import glob
 import os
 
 _here = os.path.dirname(os.path.abspath(__file__))
-for _so in glob.glob(os.path.join(_here, "*.so")):
+_checkout = os.path.exists(os.path.join(_here, os.pardir, "setup.py"))
+for _so in glob.glob(os.path.join(_here, "*.so")) if _checkout else ():
     _py = os.path.join(_here, os.path.basename(_so).split(".", 1)[0] + ".py")
     if os.path.exists(_py) and os.path.getmtime(_py) > os.path.getmtime(_so):
         raise ImportError(
