@@ -157,9 +157,22 @@ class Reassembler:
                 h.next = h.base = seq
         n = len(payload)
         if n or missing:
-            if h.next is None:
-                h.next = h.base = seq
-            self._accept(conn, d, h, seq, payload, missing, ts, ack_rel)
+            nxt = h.next
+            if nxt is None:
+                nxt = h.next = h.base = seq
+            if seq == nxt and not missing and not h.ooo:
+                # The common case, inline: the next bytes, in order, nothing waiting.
+                sink = conn.sink
+                assert sink is not None
+                sink.data(d, payload, ts, ack_rel)
+                h.next = (seq + n) & M32
+                recent = h.recent
+                recent.append((seq, payload))
+                h.recent_bytes += n
+                while h.recent_bytes > RECENT_BYTES and len(recent) > 1:
+                    h.recent_bytes -= len(recent.popleft()[1])
+            else:
+                self._accept(conn, d, h, seq, payload, missing, ts, ack_rel)
         elif h.next is None and flags & ACK:
             h.next = h.base = seq  # mid-stream: a pure ACK still tells where data starts
         if flags & FIN:
@@ -170,10 +183,10 @@ class Reassembler:
             for i in (0, 1):
                 self._flush_half(conn, i, ts)
         # An acknowledged hole is only lost once a later packet has not filled it.
-        for i in (0, 1):
-            hh = conn.halves[i]
-            if hh.acked is not None and hh.acked_at < self._count:
-                self._acked_hole(conn, i, hh, ts)
+        if h.acked is not None and h.acked_at < self._count:
+            self._acked_hole(conn, d, h, ts)
+        if peer.acked is not None and peer.acked_at < self._count:
+            self._acked_hole(conn, 1 - d, peer, ts)
         if not self._count & 0xFFF and ts >= self._next_sweep:
             self.expire(ts)
 
