@@ -8,8 +8,8 @@ import os
 
 from setuptools import setup
 
-HOT = ["capture/pcapfile.py", "capture/layers.py", "capture/tcp.py", "capture/http1.py",
-       "capture/pairing.py"]
+HOT = ["capture/pcapfile.py", "capture/layers.py", "capture/tcp.py", "capture/message.py",
+       "capture/http1.py", "capture/pairing.py"]
 
 ext_modules = []
 if os.environ.get("SHADOWTAP_PURE") != "1":

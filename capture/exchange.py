@@ -27,7 +27,7 @@ import json
 from json.encoder import encode_basestring_ascii as _qs  # type: ignore[attr-defined]
 from typing import Any
 
-from .http1 import Message
+from .message import Message
 
 
 def _q(v: str | None) -> str:

@@ -12,7 +12,7 @@ from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .exchange import Exchange, body_bytes
-from .http1 import Message
+from .message import Message
 
 _TEXTUAL = ("text/", "application/json", "application/xml", "application/javascript",
             "application/x-www-form-urlencoded", "+json", "+xml")

@@ -17,7 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .exchange import Exchange
-from .http1 import _REQ_LINE_RE, _RESP_LINE_RE, DEFAULT_MAX_BODY, Message, Parser, is_interim
+from .http1 import _REQ_LINE_RE, _RESP_LINE_RE, DEFAULT_MAX_BODY, Parser
+from .message import Message, is_interim
 from .tcp import Connection
 
 CLASSIFY_LIMIT = 64 * 1024  # bytes buffered per direction before we call a stream non-HTTP

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from capture.extract import Extractor
-from capture.http1 import Message, Parser
+from capture.http1 import Parser
+from capture.message import Message
 from capture.pcapfile import CaptureDecoder, CaptureError
 from tests.capture.craft import Conv, extract, get, ok, pcap_bytes
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from capture.http1 import Message, Parser
+from capture.http1 import Parser
+from capture.message import Message
 
 
 class Rec:
