@@ -265,16 +265,10 @@ class Reassembler:
         assert nxt is not None
         diff = (seq - nxt) & M32
         if diff >= HALF:  # starts before `next`: a retransmission, or an overlap reaching past it
-            behind = (nxt - seq) & M32
-            self._check_overlap(conn, d, h, seq, payload[:behind])
-            if behind >= len(payload) + missing:
-                self.stats.retransmissions += 1
+            new = self._past_next(conn, d, h, seq, payload, missing)
+            if new is None:
                 return
-            if behind <= len(payload):
-                payload = payload[behind:]
-            else:
-                missing -= behind - len(payload)
-                payload = b""
+            payload, missing = new
             diff = 0
         if diff == 0:
             self._in_order(conn, d, h, payload, missing, ts, ack_rel)
@@ -339,22 +333,30 @@ class Reassembler:
             heapq.heappop(h.heap)
             payload, ts, ack_rel, missing = h.ooo.pop(s)
             h.ooo_bytes -= max(len(payload), 1)
-            behind = (nxt - s) & M32
-            if behind:
-                self._check_overlap(conn, d, h, s, payload[:behind])
-                if behind >= len(payload) + missing:
-                    self.stats.retransmissions += 1
+            if s != nxt:
+                new = self._past_next(conn, d, h, s, payload, missing)
+                if new is None:
                     continue
-                if behind <= len(payload):
-                    payload = payload[behind:]
-                else:
-                    missing -= behind - len(payload)
-                    payload = b""
+                payload, missing = new
             self._in_order(conn, d, h, payload, missing, ts, ack_rel)
         if not h.ooo:
             h.heap.clear()
         if h.fin is not None and h.next == h.fin and not h.ooo:
             self._end_half(conn, d, conn.last_ts)
+
+    def _past_next(self, conn: Connection, d: int, h: Half, seq: int, payload: bytes,
+                   missing: int) -> tuple[bytes, int] | None:
+        """Data starting before `next`: compare the part already delivered, keep the rest
+        (None when nothing is new: a plain retransmission)."""
+        assert h.next is not None
+        behind = (h.next - seq) & M32
+        self._check_overlap(conn, d, h, seq, payload[:behind])
+        if behind >= len(payload) + missing:
+            self.stats.retransmissions += 1
+            return None
+        if behind <= len(payload):
+            return payload[behind:], missing
+        return b"", missing - (behind - len(payload))
 
     def _check_overlap(self, conn: Connection, d: int, h: Half, seq: int, data: bytes) -> None:
         for s, old in h.recent:
