@@ -37,6 +37,7 @@ fixtures: apt venv
 
 bench: apt venv
 	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/capture.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache capture/*.so *__mypyc*.so
