@@ -101,7 +101,7 @@ def options(args: argparse.Namespace) -> CaptureOptions:
             pwd.getpwnam(args.user)
         except KeyError:
             raise UserError(f"-Z {args.user}: no such user") from None
-    if args.netns and not os.path.exists(f"/run/netns/{args.netns}"):
+    if args.netns and ("/" in args.netns or not os.path.exists(f"/run/netns/{args.netns}")):
         raise UserError(f"--netns {args.netns}: no such network namespace (see `ip netns list`)")
     if args.pid and not os.path.exists(f"/proc/{args.pid}/ns/net"):
         raise UserError(f"--pid {args.pid}: no such process")
@@ -112,6 +112,15 @@ def options(args: argparse.Namespace) -> CaptureOptions:
         size_mb=args.size_mb, seconds=args.seconds, ring=args.ring, count=args.count,
         duration=args.duration, user=args.user, netns=args.netns, pid=args.pid,
         buffer_kib=args.buffer_kib, exchanges=args.exchanges, ports=args.port)
+
+
+def _current_user() -> str:
+    """Who tcpdump should stay (it drops to its own user otherwise); a uid without a passwd
+    entry, common in containers, is given as a number."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
@@ -125,6 +134,7 @@ class Agent:
         self.opts = opts
         self.stop = threading.Event()
         self.stop_reason: str | None = None
+        self.failure: str | None = None  # why the capture had to stop (exit 1)
         self.disk_full = False
         self.stream: ExchangeStream | None = None
         if opts.exchanges:
@@ -132,7 +142,7 @@ class Agent:
         existing = set(os.listdir(opts.directory))
         self.follower = Follower(opts.directory, existing, self.stream.feed if self.stream else None)
         self.when = self._start_time(existing)
-        user = opts.user or pwd.getpwuid(os.geteuid()).pw_name
+        user = opts.user or _current_user()
         self.engine: EngineProcess = make_engine(opts, self.when, user)
         self.status = StatusFile(opts, command, self.engine, self.follower, self.stream)
 
@@ -192,11 +202,16 @@ class Agent:
             now = time.monotonic()
             if o.duration is not None and now - started >= o.duration:
                 self.request_stop("duration")
-            self.follower.poll()
+            try:
+                self.follower.poll()
+                if o.ring:
+                    self.status.deleted += len(self.follower.prune(o.ring))
+            except OSError as e:  # the directory went away, or became unreadable
+                self.failure = f"{o.directory}: {os.strerror(e.errno or 0).lower()}; capture stopped"
+                self.request_stop("directory failed")
+                stopper.step(now, hurry=True)
             if self.stream is not None:
                 self.stream.flush()
-            if o.ring:
-                self.status.deleted += len(self.follower.prune(o.ring))
             if not self.disk_full:
                 self._check_disk()
             if self.engine.poll() is not None:
@@ -223,9 +238,12 @@ class Agent:
 
     def _finish(self) -> int:
         code = self.engine.wait()
-        self.follower.poll(final=True)
-        if self.opts.ring:
-            self.status.deleted += len(self.follower.prune(self.opts.ring))
+        try:
+            self.follower.poll(final=True)
+            if self.opts.ring:
+                self.status.deleted += len(self.follower.prune(self.opts.ring))
+        except OSError as e:
+            self.failure = self.failure or f"{self.opts.directory}: {os.strerror(e.errno or 0).lower()}"
         self.follower.close()
         if self.stream is not None:
             self.stream.finish()
@@ -243,6 +261,9 @@ class Agent:
             msg = f"{self.engine.name} stopped: {engine_error or f'exit status {code}'}"
             self.status.finish("failed", msg)
             raise UserError(msg, code=1)
+        if self.failure is not None:
+            self.status.finish("failed", self.failure)
+            raise UserError(self.failure, code=1)
         if code == -signal.SIGKILL:
             msg = (f"{self.engine.name} did not stop within 10 s of SIGINT and was killed; "
                    "its last file may end in a partial record")

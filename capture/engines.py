@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import guard
+from .errors import UserError
 from .rotation import file_name, template
 
 
@@ -60,6 +61,9 @@ def build_filter(ports: list[int], hosts: list[str], expression: list[str]) -> s
     parts = []
     if ports or hosts:
         parts.append("tcp")
+        for h in hosts:
+            if not re.fullmatch(r"[A-Za-z0-9_.:-]+", h):
+                raise UserError(f"--host {h!r}: give one address or host name (a filter goes after the flags)")
         for words, kind in ((hosts, "host"), (ports, "port")):
             alts = [f"{kind} {w}" for w in words]
             if len(alts) == 1:
@@ -108,7 +112,8 @@ def tcpdump_argv(opts: CaptureOptions, when: float, user: str) -> list[str]:
 
 def pyengine_argv(opts: CaptureOptions) -> list[str]:
     """shadowtap's own engine, with the same meanings (it enters namespaces itself)."""
-    argv = [sys.executable, "-m", "capture.pyengine", "-i", opts.interface, "--format", opts.fmt,
+    # `-iNAME`, `--netns=NAME`: a value that starts with "-" must not read as an option.
+    argv = [sys.executable, "-m", "capture.pyengine", f"-i{opts.interface}", "--format", opts.fmt,
             "-s", str(opts.snaplen), "-B", str(opts.buffer_kib)]
     if opts.size_limit:
         argv += ["-C", str(opts.size_limit)]
@@ -117,9 +122,9 @@ def pyengine_argv(opts: CaptureOptions) -> list[str]:
     if opts.count:
         argv += ["-c", str(opts.count)]
     if opts.user:
-        argv += ["-Z", opts.user]
+        argv += [f"-Z{opts.user}"]
     if opts.netns:
-        argv += ["--netns", opts.netns]
+        argv += [f"--netns={opts.netns}"]
     if opts.pid:
         argv += ["--pid", str(opts.pid)]
     if opts.filter:

@@ -13,6 +13,7 @@ newer file was already listed, nothing more can be appended to the current one.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from typing import Callable, Collection
 
@@ -98,11 +99,22 @@ class Follower:
 
     def _open(self, f: FollowedFile) -> bool:
         try:
-            self._fd = os.open(os.path.join(self.directory, f.name), os.O_RDONLY)
+            # Never block on a FIFO or follow a link someone put in the directory.
+            fd = os.open(os.path.join(self.directory, f.name), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except FileNotFoundError:
             f.skipped = f.deleted = f.done = True
             self.warnings.append(f"{f.name} was removed before it could be read")
             return False
+        except OSError as e:
+            f.skipped = f.done = True
+            self.warnings.append(f"{f.name} cannot be read ({os.strerror(e.errno or 0)}); skipped")
+            return False
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            f.skipped = f.done = True
+            self.warnings.append(f"{f.name} is not a regular file; skipped")
+            return False
+        self._fd = fd
         self._dec = CaptureDecoder()
         return True
 

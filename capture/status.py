@@ -163,10 +163,11 @@ class StatusFile:
 
     def write(self, state: str, error: str | None = None) -> None:
         """Atomically replace capture.json; a full disk must not stop the capture itself."""
-        tmp = self.path + ".tmp"
         try:
             data = memoryview(json.dumps(self.document(state, error), indent=1).encode() + b"\n")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # A fresh, unpredictable name (mode 0600): the directory may belong to the -Z user,
+            # who must not be able to point a fixed temporary name at a file root then writes.
+            fd, tmp = tempfile.mkstemp(prefix=".capture.json.", dir=os.path.dirname(self.path))
             try:
                 while data:
                     data = data[os.write(fd, data):]
@@ -181,7 +182,8 @@ class StatusFile:
         checks of the free space, and the final state ("failed: no space left") is exactly
         what must still be written then; this file is removed just before that write."""
         try:
-            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._unreserve()  # never reuse (or follow) whatever has that name
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
                 os.posix_fallocate(fd, 0, RESERVE)
             finally:

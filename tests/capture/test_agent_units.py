@@ -39,7 +39,8 @@ def test_tcpdump_argv_is_never_shell_and_never_options() -> None:
     assert tcpdump_argv(CaptureOptions("lo", "/d", netns="ns1"), 0.0, "root")[:5] == ["ip", "netns", "exec", "ns1", "tcpdump"]
     assert tcpdump_argv(CaptureOptions("lo", "/d", pid=42), 0.0, "root")[:5] == ["nsenter", "--target=42", "--net", "--", "tcpdump"]
     py = pyengine_argv(CaptureOptions("lo", "/d", size_mb=2, netns="ns1", filter="tcp"))
-    assert py[py.index("-C") + 1] == "2000000" and py[-2:] == ["--", "tcp"] and "--netns" in py
+    assert py[py.index("-C") + 1] == "2000000" and py[-2:] == ["--", "tcp"] and "--netns=ns1" in py
+    assert "-ilo" in py  # `-iNAME`: an interface named "-x" cannot read as an option
 
 
 def test_pending_packets_from_counters() -> None:
@@ -154,3 +155,22 @@ def test_ring_prunes_oldest_and_never_the_open_file(tmp_path: Path) -> None:
     f.poll(final=True)
     assert f.packets == 2 and sum(x.skipped for x in f.files) == 3  # removed before they were read
     assert f.prune(0) == [file_name("pcap", 0, 3)]  # the newest always stays
+
+
+def test_follower_skips_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO or a symbolic link dropped into the directory must neither hang the agent
+    (open() blocks on a FIFO) nor be followed (root would read where the link points)."""
+    os.mkfifo(tmp_path / "shadowtap-20991231T000000Z.pcap")
+    (tmp_path / "target.pcap").write_bytes(b"")
+    os.symlink(tmp_path / "target.pcap", tmp_path / "shadowtap-20991231T000001Z.pcap")
+    f = Follower(str(tmp_path))
+    f.poll(final=True)
+    assert f.packets == 0 and len(f.warnings) == 2, f.warnings
+
+
+def test_host_must_be_one_address() -> None:
+    from capture.errors import UserError
+
+    assert build_filter([80], ["10.0.0.7"], []) == "tcp and host 10.0.0.7 and port 80"
+    with pytest.raises(UserError):
+        build_filter([80], ["1.2.3.4 or port 22"], [])
