@@ -247,6 +247,9 @@ class Agent:
         self.follower.close()
         if self.stream is not None:
             self.stream.finish()
+            if self.stream.dropped:
+                print(f"warning: stdout did not keep up: {self.stream.dropped} exchanges were not "
+                      "printed (they are in the files)", file=sys.stderr)
         engine_error = self.engine.error_message() if code != 0 else None
         if engine_error and "No space left" in engine_error:
             self.disk_full = True

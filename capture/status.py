@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import queue
 import sys
 import tempfile
+import threading
 import time
 from typing import Any, Callable
 
@@ -69,37 +71,60 @@ def prepare_directory(path: str, user: str | None) -> None:
 
 
 class ExchangeStream:
-    """`--exchanges`: records in, JSON lines out, through the same Extractor as `extract`."""
+    """`--exchanges`: records in, JSON lines out, through the same Extractor as `extract`.
+
+    Lines are written by a thread of their own through a bounded queue: a reader that stops
+    reading (a stalled pipe) must not stall the agent, whose loop also answers SIGTERM and
+    keeps capture.json current. When the queue is full, lines are dropped and counted."""
+
+    MAX_QUEUED = 256  # batches waiting for the reader
 
     def __init__(self, ports: list[int], on_broken: Callable[[], None], out: Any = None) -> None:
         self.extractor = Extractor(ports)
         self.out = out if out is not None else sys.stdout
         self.on_broken = on_broken
         self.count = 0
+        self.dropped = 0
         self.broken = False
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=self.MAX_QUEUED)
+        self._writer = threading.Thread(target=self._write_loop, name="exchanges-out", daemon=True)
+        self._writer.start()
 
     def feed(self, records: list[Record]) -> None:
         if not self.broken:
             self._emit(self.extractor.feed(records))
 
-    def finish(self) -> None:
+    def finish(self, timeout: float = 5.0) -> None:
+        """Emit what the end of the capture completes, then give the reader `timeout` seconds."""
         if not self.broken:
             self._emit(self.extractor.finish())
-            self.flush()
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._writer.join(timeout)
 
     def _emit(self, exchanges: list[Exchange]) -> None:
         if not exchanges:
             return
         try:
-            self.out.write("".join(json_line(ex) + "\n" for ex in exchanges))
-        except BrokenPipeError:
-            self._broken()
-            return
-        self.count += len(exchanges)
+            self._queue.put_nowait("".join(json_line(ex) + "\n" for ex in exchanges))
+            self.count += len(exchanges)
+        except queue.Full:
+            self.dropped += len(exchanges)
 
     def flush(self) -> None:
-        if not self.broken:
+        """Kept for the agent's loop; the writer thread flushes after every batch."""
+
+    def _write_loop(self) -> None:
+        while True:
+            text = self._queue.get()
+            if text is None:
+                return
+            if self.broken:
+                continue
             try:
+                self.out.write(text)
                 self.out.flush()
             except BrokenPipeError:
                 self._broken()
@@ -158,6 +183,7 @@ class StatusFile:
             "kernel": {"received": s.received, "dropped": s.dropped, "if_dropped": s.if_dropped},
             "engine_captured": s.captured,
             "exchanges": self.stream.count if self.stream is not None else None,
+            "exchanges_dropped": self.stream.dropped if self.stream is not None else None,
             "warnings": self.follower.warnings[-20:],
         }
 
