@@ -53,8 +53,6 @@ class Extractor:
         self.not_tcp: Counter[str] = Counter()
         self.exchanges = 0
         self.flags: Counter[str] = Counter()
-        self.no_response = 0
-        self.no_request = 0
 
     def feed(self, records: list[Record]) -> list[Exchange]:
         """Process a batch of records; return the exchanges they completed."""
@@ -94,8 +92,6 @@ class Extractor:
         for ex in out:
             if ex.flags:
                 flags.update(ex.flags)
-        self.no_response = flags["no_response"]
-        self.no_request = flags["no_request"]
         return out
 
     def counts(self) -> dict[str, object]:
@@ -111,8 +107,8 @@ class Extractor:
             "non_http_connections": dict(sorted(ctx.non_http.items())),
             "exchanges": self.exchanges,
             "exchanges_by_flag": dict(sorted(self.flags.items())),
-            "requests_without_response": self.no_response,
-            "responses_without_request": self.no_request,
+            "requests_without_response": self.flags["no_response"],
+            "responses_without_request": self.flags["no_request"],
             "parse_errors": dict(sorted(ctx.parse_errors.items())),
             "bytes_skipped_resync": ctx.skipped_bytes,
             "tcp": {k: v for k, v in st.as_dict().items() if k != "connections"},
@@ -129,6 +125,7 @@ class InputReport:
     records: int = 0
     bytes: int = 0
     truncated_bytes: int = 0
+    skipped_blocks: int = 0  # pcapng blocks of types that hold no packets for us
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -207,6 +204,7 @@ def read_capture(path: str, report: InputReport) -> Iterator[list[Record]]:
             if not data:
                 break
         report.records = dec.records
+        report.skipped_blocks = dec.unknown_blocks
         left = dec.leftover()
         if left:
             report.truncated_bytes = left

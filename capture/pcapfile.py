@@ -74,9 +74,6 @@ class CaptureDecoder:
         self.unknown_blocks = 0
         self.error: str | None = None  # set once corruption is found; nothing more is decoded
 
-    @property
-    def format(self) -> str | None:
-        return self._fmt
 
     def feed(self, data: bytes) -> list[Record]:
         """Decode as many whole records as `data` completes; keep the remainder.

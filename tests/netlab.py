@@ -598,16 +598,21 @@ def _int_or_none(value: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def parse_nginx_log(path: Path) -> list[LogRecord]:
-    """Parse the tab-separated format written by ``start_nginx`` (``NGINX_LOG_FIELDS``)."""
-    records = []
+def _tsv_rows(path: Path, fields: Sequence[str], kind: str) -> Iterator[dict[str, str]]:
+    """The lines of a tab-separated access log as field → value, checked for width."""
     for line in Path(path).read_text(encoding="latin-1").splitlines():
         if not line:
             continue
         parts = line.split("\t")
-        if len(parts) != len(NGINX_LOG_FIELDS):
-            raise ValueError(f"unexpected nginx log line: {line!r}")
-        f = dict(zip(NGINX_LOG_FIELDS, parts))
+        if len(parts) != len(fields):
+            raise ValueError(f"unexpected {kind} log line: {line!r}")
+        yield dict(zip(fields, parts))
+
+
+def parse_nginx_log(path: Path) -> list[LogRecord]:
+    """Parse the tab-separated format written by ``start_nginx`` (``NGINX_LOG_FIELDS``)."""
+    records = []
+    for f in _tsv_rows(path, NGINX_LOG_FIELDS, "nginx"):
         records.append(LogRecord(
             method=_nginx_unescape(f["request_method"]),
             target=_nginx_unescape(f["request_uri"]),
@@ -630,13 +635,7 @@ def parse_gunicorn_log(path: Path) -> list[LogRecord]:
     gunicorn escapes only '"' (as \\"), which we undo; its body count is de-chunked already.
     """
     records = []
-    for line in Path(path).read_text(encoding="latin-1").splitlines():
-        if not line:
-            continue
-        parts = line.split("\t")
-        if len(parts) != len(GUNICORN_LOG_FIELDS):
-            raise ValueError(f"unexpected gunicorn log line: {line!r}")
-        f = dict(zip(GUNICORN_LOG_FIELDS, parts))
+    for f in _tsv_rows(path, GUNICORN_LOG_FIELDS, "gunicorn"):
         records.append(LogRecord(
             method=f["request_method"],
             target=f["request_uri"].replace('\\"', '"'),
