@@ -52,13 +52,21 @@ def register(sub: Any) -> None:
         "keep DIR/capture.json up to date. With --exchanges, also print the HTTP exchanges as "
         "JSON lines while capturing.",
     )
+    p.add_argument("-w", "--dir", required=True, metavar="DIR", help="output directory (created 0700)")
+    p.add_argument("--exchanges", action="store_true",
+                   help="also print the HTTP exchanges as JSON lines on stdout while capturing")
+    add_capture_arguments(p)
+    p.set_defaults(func=cmd_capture)
+
+
+def add_capture_arguments(p: argparse.ArgumentParser) -> None:
+    """The sniffing flags `capture` and `mirror` share."""
     p.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface to capture on")
     p.add_argument("--port", type=int, action="append", default=[], metavar="P",
                    help="the service's port (builds `tcp and port P`; repeatable)")
     p.add_argument("--host", action="append", default=[], metavar="H",
                    help="the service's address (builds `tcp and host H`; repeatable)")
     p.add_argument("expression", nargs="*", metavar="BPF", help="extra filter, ANDed (passed as one argument)")
-    p.add_argument("-w", "--dir", required=True, metavar="DIR", help="output directory (created 0700)")
     p.add_argument("-C", type=_positive(int), metavar="MB", dest="size_mb",
                    help="rotate when a file exceeds MB million bytes (tcpdump -C)")
     p.add_argument("-G", type=_positive(int), metavar="SECONDS", dest="seconds",
@@ -79,9 +87,6 @@ def register(sub: Any) -> None:
                     help="capture inside the network namespace of process PID (a pod's container)")
     p.add_argument("--engine", choices=("tcpdump", "scapy"),
                    help="tcpdump (default where installed) or scapy (pure Python)")
-    p.add_argument("--exchanges", action="store_true",
-                   help="also print the HTTP exchanges as JSON lines on stdout while capturing")
-    p.set_defaults(func=cmd_capture)
 
 
 def options(args: argparse.Namespace) -> CaptureOptions:
@@ -130,14 +135,18 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 
 class Agent:
-    def __init__(self, opts: CaptureOptions, command: list[str]) -> None:
+    """`stream`, when given, receives the records instead of --exchanges' JSON printer (the
+    `mirror` command hands its own, which feeds the replayer): anything with ExchangeStream's
+    feed/flush/finish, `count`, `dropped` and `drop_warning`."""
+
+    def __init__(self, opts: CaptureOptions, command: list[str], stream: Any = None) -> None:
         self.opts = opts
         self.stop = threading.Event()
         self.stop_reason: str | None = None
         self.failure: str | None = None  # why the capture had to stop (exit 1)
         self.disk_full = False
-        self.stream: ExchangeStream | None = None
-        if opts.exchanges:
+        self.stream: ExchangeStream | None = stream
+        if opts.exchanges and stream is None:
             self.stream = ExchangeStream(opts.ports, on_broken=lambda: self.request_stop("stdout closed"))
         existing = set(os.listdir(opts.directory))
         self.follower = Follower(opts.directory, existing, self.stream.feed if self.stream else None)
@@ -248,8 +257,7 @@ class Agent:
         if self.stream is not None:
             self.stream.finish()
             if self.stream.dropped:
-                print(f"warning: stdout did not keep up: {self.stream.dropped} exchanges were not "
-                      "printed (they are in the files)", file=sys.stderr)
+                print(f"warning: {self.stream.drop_warning()}", file=sys.stderr)
         engine_error = self.engine.error_message() if code != 0 else None
         if engine_error and "No space left" in engine_error:
             self.disk_full = True

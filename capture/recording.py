@@ -160,9 +160,18 @@ def write_manifest(rec: Path, section: str, data: dict[str, Any]) -> None:
     write_private(path, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_exchanges(rec: Path, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+def read_exchanges(rec: Path, columns: list[str] | None = None, batch_size: int = 65536) -> Iterator[dict[str, Any]]:
     """Stream the exchanges of a recording, part by part, as dicts."""
     for part in sorted((rec / "exchanges").glob("part-*.parquet")):
         pf = pq.ParquetFile(part)
-        for batch in pf.iter_batches(columns=columns):
+        for batch in pf.iter_batches(columns=columns, batch_size=batch_size):
             yield from batch.to_pylist()
+
+
+def count_exchanges(rec: Path) -> int:
+    """From the parts' footers: no row is read."""
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in (rec / "exchanges").glob("part-*.parquet"))
+
+
+def is_recording(path: Path) -> bool:
+    return path.is_dir() and (path / "exchanges").is_dir()

@@ -116,6 +116,9 @@ class ExchangeStream:
     def flush(self) -> None:
         """Kept for the agent's loop; the writer thread flushes after every batch."""
 
+    def drop_warning(self) -> str:
+        return f"stdout did not keep up: {self.dropped} exchanges were not printed (they are in the files)"
+
     def _write_loop(self) -> None:
         while True:
             text = self._queue.get()

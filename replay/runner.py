@@ -1,0 +1,392 @@
+"""A replay run: decisions from a feeder thread, sends on the event loop, results to Parquet.
+
+Three parts, so that nothing slow sits on the loop that keeps the schedule:
+  * the feeder (a thread) reads captured exchanges, decides (plan.Planner), restores time
+    order and computes each job's due offset (schedule), and hands chunks to the loop;
+  * the dispatcher (the loop) waits for each due time, journals the ids, submits to every
+    target's pool, and waits when all connections are busy (--concurrency bounds it);
+  * the writer (an executor thread) turns finished results into Parquet parts.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .client import Pool, Target
+from .plan import Captured, Job, Planner, Skip
+from .results import Journal, Result, ResultParts, read_journal, recorded_ids, target_dir
+from .schedule import Pacer, in_time_order
+
+CHUNK = 256  # jobs per hand-over from the feeder to the loop
+ROWS_PER_PART = 20_000
+BYTES_PER_PART = 64 << 20
+FLUSH_EVERY = 5.0  # s: a killed run loses at most this much of its results (they stay journaled)
+
+
+@dataclass
+class TargetStats:
+    target: Target
+    sent: int = 0
+    responses: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    lags: array = field(default_factory=lambda: array("d"))
+    interrupted_before: int = 0  # results recovered as `interrupted` from an earlier run
+    already: int = 0  # ids an earlier run sent
+
+    def record(self, r: Result) -> None:
+        if r.error is None or r.error == "too_large":
+            self.responses += 1
+            if r.status is not None:
+                self.statuses[r.status] += 1
+        if r.error is not None:
+            self.errors[r.error] += 1
+        lag = r.lag
+        if lag is not None:
+            self.lags.append(lag)
+
+    def lag_ms(self, q: float) -> float | None:
+        if not self.lags:
+            return None
+        s = sorted(self.lags)
+        return 1000.0 * s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "url": self.target.url, "sent": self.sent, "responses": self.responses,
+            "errors": dict(self.errors), "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "lag_ms": {"p50": _round(self.lag_ms(0.5)), "p99": _round(self.lag_ms(0.99)),
+                       "max": _round(self.lag_ms(1.0))},
+            "resumed": {"already_sent": self.already, "interrupted": self.interrupted_before},
+        }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+class _Sink:
+    """One target's results: buffered, written as parts by the shared writer thread."""
+
+    def __init__(self, rec: Path, name: str, writer: concurrent.futures.ThreadPoolExecutor) -> None:
+        self.parts = ResultParts(target_dir(rec, name))
+        self.writer = writer
+        self.rows: list[Result] = []
+        self.bytes = 0
+        self.futures: list[concurrent.futures.Future[None]] = []
+
+    def add(self, r: Result) -> None:
+        self.rows.append(r)
+        if r.body:
+            self.bytes += len(r.body)
+        if len(self.rows) >= ROWS_PER_PART or self.bytes >= BYTES_PER_PART:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            rows, self.rows, self.bytes = self.rows, [], 0
+            self.futures.append(self.writer.submit(self.parts.write, rows))
+        self.futures = [f for f in self.futures if not f.done() or f.exception() is not None]
+
+    def failure(self) -> BaseException | None:
+        for f in self.futures:
+            if f.done() and f.exception() is not None:
+                return f.exception()
+        return None
+
+
+class Feeder(threading.Thread):
+    """Decisions off the loop: reading Parquet, extracting pcaps and building request bytes
+    take milliseconds per batch, which the schedule cannot spare."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, source: Iterable[Captured], planner: Planner,
+                 pacer: Pacer, deliver: Callable[[list[tuple[Job, float]] | None], None]) -> None:
+        super().__init__(name="replay-feeder", daemon=True)
+        self.loop = loop
+        self.source = source
+        self.planner = planner
+        self.pacer = pacer
+        self.deliver = deliver
+        self.read = 0
+        self.skips: Counter[str] = Counter()
+        self.skipped_writes: Counter[str] = Counter()
+        self.room = threading.Semaphore(8)  # chunks in flight to the loop
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def _jobs(self) -> Iterator[Job]:
+        for c in self.source:
+            self.read += 1
+            d = self.planner.decide(c)
+            if isinstance(d, Skip):
+                self.skips[d.reason] += 1
+                if d.reason == "write":
+                    self.skipped_writes[d.method or "?"] += 1
+                continue
+            yield d
+            if self.stop.is_set():
+                return
+
+    def run(self) -> None:
+        try:
+            jobs: Iterable[Job] = self._jobs()
+            if self.pacer.mode == "captured":
+                jobs = in_time_order(jobs, key=lambda j: j.t)
+            chunk: list[tuple[Job, float]] = []
+            for job in jobs:
+                chunk.append((job, self.pacer.offset(job.t)))
+                if len(chunk) >= CHUNK:
+                    self._hand(chunk)
+                    chunk = []
+                if self.stop.is_set():
+                    break
+            if chunk:
+                self._hand(chunk)
+        except BaseException as e:  # reported by the run, as one line
+            self.error = e
+        finally:
+            if not self.stop.is_set():
+                self._hand(None)
+
+    def _hand(self, chunk: list[tuple[Job, float]] | None) -> None:
+        while not self.room.acquire(timeout=0.2):
+            if self.stop.is_set():
+                return
+        try:
+            self.loop.call_soon_threadsafe(self.deliver, chunk)
+        except RuntimeError:  # the loop is gone: the run ended
+            self.stop.set()
+
+
+@dataclass
+class Options:
+    concurrency: int = 10
+    timeout: float = 10.0
+    max_body: int = 64 << 20
+    discard: bool = False
+    allow_primary: bool = False
+    live: bool = False  # mirror: a target's own traffic, if captured, is ignored, never looped back
+
+
+class Run:
+    def __init__(self, rec: Path, targets: list[Target], source: Iterable[Captured], planner: Planner,
+                 pacer: Pacer, opts: Options, progress: Callable[["Run"], None] | None = None) -> None:
+        self.rec = rec
+        self.targets = targets
+        self.source = source
+        self.planner = planner
+        self.pacer = pacer
+        self.opts = opts
+        self.progress = progress
+        self.stats = {t.name: TargetStats(t) for t in targets}
+        self.sent_before: dict[str, set[str]] = {}
+        self.stopping: str | None = None  # why the run stops early
+        self.failure: str | None = None
+        self.primary: set[tuple[str, int]] = set()
+        self.started = 0.0
+        self.elapsed = 0.0
+        self.feeder: Feeder | None = None
+        self.refused: Job | None = None  # the job whose server is a target (not sent)
+        self.own_traffic = 0  # live: captured exchanges that were our own requests to a target
+        self._room_waiter: asyncio.Future[None] | None = None
+        self.chunks: asyncio.Queue[list[tuple[Job, float]] | None] | None = None
+
+    # -- resume --------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Ids an earlier run journaled: never sent again. Those without a result (the run
+        was killed first) get an `interrupted` result now, so every sent id has one."""
+        common: set[str] | None = None
+        for t in self.targets:
+            d = target_dir(self.rec, t.name)
+            sent = read_journal(d)
+            self.sent_before[t.name] = sent
+            self.stats[t.name].already = len(sent)
+            lost = sent - recorded_ids(d) if sent else set()
+            if lost:
+                rows = [Result(i, t.name, error="interrupted",
+                               error_detail="sent by an earlier run that stopped before the answer was recorded")
+                        for i in sorted(lost)]
+                ResultParts(d).write(rows)
+                self.stats[t.name].interrupted_before = len(rows)
+            common = sent if common is None else common & sent
+        self.planner.done = frozenset(common or ())
+
+    # -- the run -------------------------------------------------------------------------
+    def execute(self) -> None:
+        for t in self.targets:
+            self.primary |= {a for a in t.addresses()}
+        self.recover()
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(self._main())
+        else:
+            uvloop.run(self._main())
+
+    def request_stop(self, why: str) -> None:
+        if self.stopping is None:
+            self.stopping = why
+        if self.feeder is not None:
+            self.feeder.stop.set()
+        w = self._room_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if self.chunks is not None:
+            self.chunks.put_nowait(None)  # wakes a dispatcher waiting for the feeder
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        sys.setswitchinterval(0.0005)  # the feeder and writer threads must not hold the loop long
+        writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replay-writer")
+        self.sinks = {t.name: _Sink(self.rec, t.name, writer) for t in self.targets}
+        self.journals = {t.name: Journal(target_dir(self.rec, t.name)) for t in self.targets}
+        self.pools = [Pool(loop, t, self.opts.concurrency, self.opts.timeout, self.opts.max_body,
+                           self.opts.discard, self._on_result) for t in self.targets]
+        for p in self.pools:
+            p.on_room = self._wake
+        self.chunks = asyncio.Queue()
+        self.feeder = Feeder(loop, self.source, self.planner, self.pacer, self.chunks.put_nowait)
+        self.started = time.monotonic()
+        self.wall0, self.mono0 = time.time(), loop.time()
+        ticker = loop.create_task(self._tick())
+        if threading.current_thread() is threading.main_thread():  # mirror runs us in a thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        self.feeder.start()
+        try:
+            await self._dispatch(loop)
+            await self._drain()
+        finally:
+            ticker.cancel()
+            for p in self.pools:
+                p.close()
+            for s in self.sinks.values():
+                s.flush()
+            writer.shutdown(wait=True)
+            for j in self.journals.values():
+                j.close()
+            self.elapsed = time.monotonic() - self.started
+            for s in self.sinks.values():
+                e = s.failure()
+                if e is not None and self.failure is None:
+                    self.failure = _describe_write_error(self.rec, e)
+            if self.feeder.error is not None and self.failure is None:
+                self.failure = str(self.feeder.error) or type(self.feeder.error).__name__
+
+    async def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.feeder is not None
+        room = self.opts.concurrency * 2  # requests in flight per target, waiting ones included
+        while True:
+            assert self.chunks is not None
+            chunk = await self.chunks.get()
+            if chunk is not None:
+                self.feeder.room.release()
+            if chunk is None or self.stopping:
+                return
+            batch: list[tuple[Job, float]] = []
+            for job, off in chunk:
+                due = self.mono0 + off
+                if due > loop.time():
+                    if batch:
+                        self._submit(batch)
+                        batch = []
+                    while (wait := due - loop.time()) > 0 and not self.stopping:
+                        await asyncio.sleep(min(wait, 0.5))  # long gaps in slices: a stop is heard
+                    if self.stopping:
+                        return
+                batch.append((job, off))
+                if len(batch) + self._busiest() >= room:
+                    self._submit(batch)
+                    batch = []
+                    while self._busiest() >= room and not self.stopping:
+                        self._room_waiter = loop.create_future()
+                        await self._room_waiter
+                    if self.stopping:
+                        return
+            if batch:
+                self._submit(batch)
+
+    def _busiest(self) -> int:
+        return max(p.in_flight for p in self.pools)
+
+    def _wake(self) -> None:
+        w = self._room_waiter
+        if w is not None and not w.done() and self._busiest() < self.opts.concurrency * 2:
+            w.set_result(None)
+
+    def _submit(self, batch: list[tuple[Job, float]]) -> None:
+        if self.opts.live:
+            own = [j for j, _ in batch if _addr(j.server) in self.primary]
+            if own:
+                self.own_traffic += len(own)
+                batch = [(j, off) for j, off in batch if _addr(j.server) not in self.primary]
+        elif not self.opts.allow_primary:
+            for job, _ in batch:
+                if _addr(job.server) in self.primary:
+                    self.refused = job
+                    self.request_stop("primary")
+                    return
+        for pool in self.pools:
+            name = pool.target.name
+            before = self.sent_before.get(name) or ()
+            todo = [(j, off) for j, off in batch if j.id not in before] if before else batch
+            if not todo:
+                continue
+            self.journals[name].add(j.id for j, _ in todo)  # before any byte can leave
+            self.stats[name].sent += len(todo)
+            mode = self.pacer.mode
+            for job, off in todo:
+                # fast has no schedule to lag behind; live lags behind the capture itself
+                pool.submit(job, None if mode == "fast" else job.t if mode == "live" else self.wall0 + off)
+
+    def _on_result(self, r: Result) -> None:
+        self.stats[r.target].record(r)
+        self.sinks[r.target].add(r)
+
+    async def _drain(self) -> None:
+        """Wait for what is in flight (each request ends by --timeout at the latest)."""
+        deadline = time.monotonic() + self.opts.timeout + 5.0
+        while any(p.in_flight for p in self.pools) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _tick(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(0.25)
+            if self.progress is not None:
+                self.progress(self)
+            now = time.monotonic()
+            if now - last_flush >= FLUSH_EVERY:
+                last_flush = now
+                for s in self.sinks.values():
+                    s.flush()
+                    e = s.failure()
+                    if e is not None and self.failure is None:
+                        self.failure = _describe_write_error(self.rec, e)
+                        self.request_stop("write failed")
+
+    def current_lag_ms(self) -> float:
+        lags = [s.lags[-1] for s in self.stats.values() if s.lags]
+        return 1000.0 * max(lags) if lags else 0.0
+
+
+def _addr(server: str) -> tuple[str, int]:
+    host, _, port = server.rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else 0
+
+
+def _describe_write_error(rec: Path, e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{rec}: {os.strerror(e.errno).lower()}; results written so far are kept"
+    return f"writing results failed: {e}"
