@@ -6,16 +6,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from capture.cli import _size, version
 from capture.errors import UserError
-from capture.recording import count_exchanges, is_recording, read_exchanges, write_manifest
+from capture.recording import count_exchanges, is_recording, write_manifest
 
 from .client import Target
-from .plan import COLUMNS, Captured, Planner
+from .plan import Planner
 from .request import SAFE_METHODS, Edits, HostRule
-from .runner import Options, Run
+from .runner import Options, Outcome, Run, recorded
+from .workers import run_workers
 from .sampling import Sampler
 from .schedule import Pacer
 
@@ -108,6 +109,9 @@ def register(sub: Any) -> None:
                     help="with --pace captured: X times as fast")
     pc.add_argument("--rate", type=_positive(float), metavar="R", help="a fixed R requests per second instead")
     p.add_argument("--limit", type=_positive(int), metavar="N", help="read at most N exchanges")
+    p.add_argument("--workers", type=_positive(int), metavar="N",
+                   help="sending processes, sharing --concurrency (default: one per core, up to 4, with "
+                   "--pace fast; else 1)")
     p.set_defaults(func=cmd_replay)
 
 
@@ -159,13 +163,6 @@ def planner_of(args: argparse.Namespace) -> Planner:
             raise ValueError(f"bad path pattern {rx!r}: {e}") from None
     return Planner(edits_of(args), sampler_of(args), args.method, args.include_path, args.exclude_path,
                    args.allow_writes)
-
-
-def _captured(rec: Path, limit: int | None) -> Iterator[Captured]:
-    for n, row in enumerate(read_exchanges(rec, COLUMNS, batch_size=512)):
-        if limit is not None and n >= limit:
-            return
-        yield Captured.from_row(row)
 
 
 def _recording(args: argparse.Namespace) -> Path:
@@ -227,43 +224,50 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.limit is not None:
         total = min(total, args.limit)
     opts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary)
-    progress = Progress(total, targets) if sys.stderr.isatty() else None
-    run = Run(rec, targets, _captured(rec, args.limit), planner, pacer, opts,
-              progress.update if progress else None)
+    workers = args.workers or (min(4, os.cpu_count() or 1) if pacer.mode == "fast" else 1)
+    progress = Progress(total) if sys.stderr.isatty() else None
     started = time.time()
     try:
-        run.execute()
+        if workers > 1 and opts.concurrency > 1:
+            outcome = run_workers(rec, targets, planner, pacer, opts, args.limit, workers,
+                                  progress.show if progress else None)
+        else:
+            run = Run(rec, targets, recorded(rec, args.limit), planner, pacer, opts,
+                      progress.update if progress else None)
+            outcome = run.execute()
     finally:
         if progress is not None:
             progress.stop()
-    report = summarize(run, args, started)
-    write_manifest_section(rec, report)
-    print_summary(run, rec)
-    if run.refused is not None:
-        raise UserError(f"exchange {run.refused.id} was captured at {run.refused.server}, which is a --target; "
+    write_manifest_section(rec, summarize(outcome, args, pacer, started))
+    print_summary(outcome, rec)
+    return exit_code(outcome)
+
+
+def exit_code(o: Outcome) -> int:
+    if o.refused is not None:
+        raise UserError(f"exchange {o.refused[0]} was captured at {o.refused[1]}, which is a --target; "
                         "shadowtap does not replay to production unless --allow-primary")
-    if run.failure:
-        raise UserError(run.failure, code=1)
-    if run.stopping:
-        print(f"stopped ({run.stopping}) before the end; run the same command again to resume", file=sys.stderr)
+    if o.failure:
+        raise UserError(o.failure, code=1)
+    if o.stopping:
+        print(f"stopped ({o.stopping}) before the end; run the same command again to resume", file=sys.stderr)
         return 1
     return 0
 
 
-def summarize(run: Run, args: argparse.Namespace, started: float) -> dict[str, Any]:
-    f = run.feeder
+def summarize(o: Outcome, args: argparse.Namespace, pacer: Pacer, started: float) -> dict[str, Any]:
     return {
-        "tool": "shadowtap", "version": version(), "command": ["shadowtap", "replay", *sys.argv[2:]],
-        "started": started, "seconds": round(run.elapsed, 3),
-        "completed": run.stopping is None and run.failure is None,
+        "tool": "shadowtap", "version": version(), "command": ["shadowtap", args.command, *sys.argv[2:]],
+        "started": started, "seconds": round(o.elapsed, 3),
+        "completed": o.stopping is None and o.failure is None,
         "options": {"percent": args.percent, "seed": args.seed, "sample_key": args.sample_key,
-                    "pace": run.pacer.mode, "speed": run.pacer.speed, "rate": run.pacer.rate,
+                    "pace": pacer.mode, "speed": pacer.speed, "rate": pacer.rate,
                     "concurrency": args.concurrency, "timeout": args.timeout, "discard": args.discard,
-                    "host": run.planner.edits.host.mode, "allow_writes": args.allow_writes},
-        "read": f.read if f else 0,
-        "skipped": dict(f.skips) if f else {},
-        "skipped_writes": dict(f.skipped_writes) if f else {},
-        "targets": {name: st.summary() for name, st in run.stats.items()},
+                    "host": edits_of(args).host.mode, "allow_writes": args.allow_writes},
+        "read": o.read,
+        "skipped": dict(o.skips),
+        "skipped_writes": dict(o.skipped_writes),
+        "targets": {name: st.summary() for name, st in o.stats.items()},
     }
 
 
@@ -283,42 +287,41 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
-def print_summary(run: Run, rec: Path) -> None:
-    f = run.feeder
-    if f is None:
-        return
+def print_summary(o: Outcome, rec: Path) -> None:
     out = sys.stderr
-    sent_any = max((s.sent for s in run.stats.values()), default=0)
+    sent_any = max((s.sent for s in o.stats.values()), default=0)
     parts = [f"{sent_any} sent"]
     for reason in ("sampled_out", "write", "done", "method", "path", "incomplete", "no_request", "upgrade", "http09"):
-        n = f.skips.get(reason, 0)
+        n = o.skips.get(reason, 0)
         if not n:
             continue
         if reason == "write":
-            by = ", ".join(f"{m} {c}" for m, c in f.skipped_writes.most_common())
+            by = ", ".join(f"{m} {c}" for m, c in o.skipped_writes.most_common())
             parts.append(f"{n} writes not sent ({by}; --allow-writes sends them)")
         elif reason == "done":
             parts.append(f"{n} already sent by an earlier run")
         else:
             parts.append(f"{n} {reason.replace('_', ' ')}")
-    print(f"replay: {f.read} exchanges read: " + ", ".join(parts), file=out)
-    for name, st in run.stats.items():
+    print(f"replay: {o.read} exchanges read: " + ", ".join(parts), file=out)
+    for name, st in o.stats.items():
         errs = ", ".join(f"{k} {v}" for k, v in st.errors.most_common()) or "none"
         codes = ", ".join(f"{k}: {v}" for k, v in sorted(st.statuses.items()))
-        rate = st.sent / run.elapsed if run.elapsed > 0 else 0.0
-        print(f"  {name:9} {st.target.url}: {st.sent} sent, {st.responses} responses ({codes or 'none'}), "
+        rate = st.sent / o.elapsed if o.elapsed > 0 else 0.0
+        print(f"  {name:9} {st.target.url}: {st.sent} requests, {st.responses} responses ({codes or 'none'}), "
               f"errors: {errs}; lag p50 {_ms(st.lag_ms(0.5))}, p99 {_ms(st.lag_ms(0.99))}; "
-              f"{run.elapsed:.1f} s, {rate:.0f} req/s", file=out)
+              f"{o.elapsed:.1f} s, {rate:.0f} req/s", file=out)
         if st.interrupted_before:
             print(f"  {name:9} {st.interrupted_before} requests of an earlier, stopped run have no answer "
                   "(recorded as interrupted; not sent again)", file=out)
+    if o.own_traffic:
+        print(f"  {o.own_traffic} captured exchanges were our own requests to a target: ignored", file=out)
     print(f"results in {os.path.join(rec, 'results')}/", file=out)
 
 
 class Progress:
-    """A live line on a terminal: read, sent, responses, errors, current lag."""
+    """A live line on a terminal: read, sent, responses, errors (and lag, in one process)."""
 
-    def __init__(self, total: int, targets: list[Target]) -> None:
+    def __init__(self, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as RichProgress
 
@@ -327,13 +330,15 @@ class Progress:
         self.task = self.p.add_task("replay", total=total or None, status="")
         self.p.start()
 
+    def show(self, read: int, sent: int, responses: int, errors: int, lag: str = "") -> None:
+        self.p.update(self.task, completed=read,
+                      status=f"sent {sent}  responses {responses}  errors {errors}{lag}")
+
     def update(self, run: Run) -> None:
         f = run.feeder
-        sent = sum(s.sent for s in run.stats.values())
-        resp = sum(s.responses for s in run.stats.values())
-        errs = sum(sum(s.errors.values()) for s in run.stats.values())
-        self.p.update(self.task, completed=f.read if f else 0,
-                      status=f"sent {sent}  responses {resp}  errors {errs}  lag {run.current_lag_ms():.1f} ms")
+        st = run.stats.values()
+        self.show(f.read if f else 0, sum(s.sent for s in st), sum(s.responses for s in st),
+                  sum(sum(s.errors.values()) for s in st), f"  lag {run.current_lag_ms():.1f} ms")
 
     def stop(self) -> None:
         self.p.stop()

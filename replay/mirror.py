@@ -25,7 +25,7 @@ from capture.pcapfile import Record
 from capture.recording import ExchangeWriter, private_dir, write_manifest
 from capture.status import prepare_directory
 
-from .cli import add_sending_options, planner_of, print_summary, summarize, targets_of, write_manifest_section
+from .cli import add_sending_options, exit_code, planner_of, print_summary, summarize, targets_of, write_manifest_section
 from .plan import Captured
 from .runner import Options, Run
 from .schedule import Pacer
@@ -143,20 +143,16 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             if run.feeder is not None:
                 run.feeder.stop.set()
         thread.join(args.timeout + 30.0)
-    report = summarize(run, args, started) | {"mirrored_dropped": stream.dropped, "exchanges": stream.count,
-                                              "own_traffic_ignored": run.own_traffic}
+    outcome = run.outcome()
+    if errors and outcome.failure is None:
+        outcome.failure = f"replay failed: {errors[0]}"
+    report = summarize(outcome, args, run.pacer, started) | {
+        "mirrored_dropped": stream.dropped, "exchanges": stream.count}
     write_manifest_section(rec, report)
     write_manifest(rec, "extract", {"live": True, "ports": copts.ports, "written": stream.count,
                                     "counts": stream.extractor.counts()})
-    print_summary(run, rec)
+    print_summary(outcome, rec)
     if stream.dropped:
         print(f"  {stream.dropped} of {stream.count} exchanges were not mirrored: the shadow did not keep up",
               file=sys.stderr)
-    if errors:
-        raise UserError(f"replay failed: {errors[0]}", code=1)
-    if run.refused is not None:
-        raise UserError(f"exchange {run.refused.id} was captured at {run.refused.server}, which is a --target; "
-                        "shadowtap does not mirror to the primary unless --allow-primary")
-    if run.failure:
-        raise UserError(run.failure, code=1)
-    return code
+    return exit_code(outcome) or code

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Iterable, Union
 
 from .request import SAFE_METHODS, Edits, build
 from .sampling import Sampler
@@ -89,7 +89,8 @@ class Planner:
         self.allow_writes = allow_writes
         self.done = done
 
-    def decide(self, c: Captured) -> Decision:
+    def admit(self, c: Captured) -> Skip | None:
+        """Why `c` is not sent, or None: every check, and none of the cost of building."""
         m = c.method
         if m is None or c.target is None or c.version is None:
             return Skip(c.id, "no_request", m)
@@ -111,9 +112,13 @@ class Planner:
             return Skip(c.id, "write", m)
         if c.id in self.done:
             return Skip(c.id, "done", m)
-        data, host = build(m, c.target, c.version, c.headers, c.body, self.edits)
-        return Job(c.id, m, c.target, c.t or 0.0, data, host, c.server)
+        return None
 
-    def plan(self, captured: Iterable[Captured]) -> Iterator[Decision]:
-        for c in captured:
-            yield self.decide(c)
+    def job(self, c: Captured) -> Job:
+        """The request to send for an admitted exchange."""
+        assert c.method is not None and c.target is not None and c.version is not None
+        data, host = build(c.method, c.target, c.version, c.headers, c.body, self.edits)
+        return Job(c.id, c.method, c.target, c.t or 0.0, data, host, c.server)
+
+    def decide(self, c: Captured) -> Decision:
+        return self.admit(c) or self.job(c)

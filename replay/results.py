@@ -83,20 +83,25 @@ def target_dir(rec: Path, target: str) -> Path:
 
 
 class ResultParts:
-    """Numbered, atomically written parts for one target (the rename makes a part visible)."""
+    """Numbered, atomically written parts for one target (the rename makes a part visible).
+    `tag` keeps the names of concurrent writers (replay's worker processes) apart."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tag: str = "") -> None:
         self.dir = private_dir(directory)
+        self.tag = tag
         self.written = 0
         self._next = 0
-        while (self.dir / f"part-{self._next:05d}.parquet").exists():
+        while (self.dir / self._name(self._next)).exists():
             self._next += 1
+
+    def _name(self, n: int) -> str:
+        return f"part-{n:05d}{self.tag}.parquet"
 
     def write(self, rows: list[Result]) -> None:
         if not rows:
             return
         table = results_table(rows)
-        name = f"part-{self._next:05d}.parquet"
+        name = self._name(self._next)
         self._next += 1
         tmp = self.dir / f".{name}.tmp"
         with os.fdopen(open_private_tmp(tmp), "wb") as f:
@@ -106,13 +111,12 @@ class ResultParts:
 
 
 class Journal:
-    """Append-only list of ids handed to the sender (one per line, mode 0600)."""
+    """Append-only list of ids handed to the sender (one per line, mode 0600); one file per
+    writer process (`sent.log`, `sent-w1.log`, …)."""
 
-    NAME = "sent.log"
-
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tag: str = "") -> None:
         private_dir(directory)
-        self.path = directory / self.NAME
+        self.path = directory / f"sent{tag}.log"
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
 
     def add(self, ids: Iterable[str]) -> None:
@@ -126,13 +130,13 @@ class Journal:
 
 
 def read_journal(directory: Path) -> set[str]:
-    try:
-        text = (directory / Journal.NAME).read_text()
-    except FileNotFoundError:
-        return set()
-    # A line cut by a kill mid-write is ignored: its id was not fully written, so not sent.
-    lines = text.split("\n")
-    return set(lines[:-1]) - {""}
+    ids: set[str] = set()
+    for path in directory.glob("sent*.log"):
+        # A line cut by a kill mid-write is ignored: its id was not fully written, so not sent.
+        lines = path.read_text().split("\n")
+        ids.update(lines[:-1])
+    ids.discard("")
+    return ids
 
 
 def recorded_ids(directory: Path) -> set[str]:

@@ -17,20 +17,22 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .client import Pool, Target
-from .plan import Captured, Job, Planner, Skip
+from .plan import COLUMNS, Captured, Job, Planner
 from .results import Journal, Result, ResultParts, read_journal, recorded_ids, target_dir
 from .schedule import Pacer, in_time_order
 
 CHUNK = 256  # jobs per hand-over from the feeder to the loop
 ROWS_PER_PART = 20_000
 BYTES_PER_PART = 64 << 20
+SPIN = 0.0015  # s before a due time when timers give way to yielding (see Run._until)
 FLUSH_EVERY = 5.0  # s: a killed run loses at most this much of its results (they stay journaled)
 
 
@@ -79,8 +81,8 @@ def _round(v: float | None) -> float | None:
 class _Sink:
     """One target's results: buffered, written as parts by the shared writer thread."""
 
-    def __init__(self, rec: Path, name: str, writer: concurrent.futures.ThreadPoolExecutor) -> None:
-        self.parts = ResultParts(target_dir(rec, name))
+    def __init__(self, rec: Path, name: str, writer: concurrent.futures.ThreadPoolExecutor, tag: str) -> None:
+        self.parts = ResultParts(target_dir(rec, name), tag)
         self.writer = writer
         self.rows: list[Result] = []
         self.bytes = 0
@@ -111,13 +113,15 @@ class Feeder(threading.Thread):
     take milliseconds per batch, which the schedule cannot spare."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, source: Iterable[Captured], planner: Planner,
-                 pacer: Pacer, deliver: Callable[[list[tuple[Job, float]] | None], None]) -> None:
+                 pacer: Pacer, deliver: Callable[[list[tuple[Job, float]] | None], None],
+                 shard: tuple[int, int] = (0, 1)) -> None:
         super().__init__(name="replay-feeder", daemon=True)
         self.loop = loop
         self.source = source
         self.planner = planner
         self.pacer = pacer
         self.deliver = deliver
+        self.shard = shard
         self.read = 0
         self.skips: Counter[str] = Counter()
         self.skipped_writes: Counter[str] = Counter()
@@ -125,27 +129,33 @@ class Feeder(threading.Thread):
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
-    def _jobs(self) -> Iterator[Job]:
+    def _admitted(self) -> Iterator[Captured]:
         for c in self.source:
             self.read += 1
-            d = self.planner.decide(c)
-            if isinstance(d, Skip):
-                self.skips[d.reason] += 1
-                if d.reason == "write":
-                    self.skipped_writes[d.method or "?"] += 1
+            skip = self.planner.admit(c)
+            if skip is not None:
+                self.skips[skip.reason] += 1
+                if skip.reason == "write":
+                    self.skipped_writes[skip.method or "?"] += 1
                 continue
-            yield d
+            yield c
             if self.stop.is_set():
                 return
 
     def run(self) -> None:
+        """Every worker paces every admitted request (so the schedule's origin and a --rate's
+        count are the same in all of them) and builds and sends only its own shard's."""
+        index, count = self.shard
         try:
-            jobs: Iterable[Job] = self._jobs()
+            admitted: Iterable[Captured] = self._admitted()
             if self.pacer.mode == "captured":
-                jobs = in_time_order(jobs, key=lambda j: j.t)
+                admitted = in_time_order(admitted, key=lambda c: c.t or 0.0)
             chunk: list[tuple[Job, float]] = []
-            for job in jobs:
-                chunk.append((job, self.pacer.offset(job.t)))
+            for c in admitted:
+                off = self.pacer.offset(c.t or 0.0)
+                if count > 1 and shard_of(c.id, count) != index:
+                    continue
+                chunk.append((self.planner.job(c), off))
                 if len(chunk) >= CHUNK:
                     self._hand(chunk)
                     chunk = []
@@ -169,6 +179,20 @@ class Feeder(threading.Thread):
             self.stop.set()
 
 
+def recorded(rec: Path, limit: int | None = None) -> Iterator[Captured]:
+    """The exchanges of a recording, in small batches (the loop's thread shares the GIL)."""
+    from capture.recording import read_exchanges
+
+    for n, row in enumerate(read_exchanges(rec, COLUMNS, batch_size=512)):
+        if limit is not None and n >= limit:
+            return
+        yield Captured.from_row(row)
+
+
+def shard_of(exchange_id: str, count: int) -> int:
+    return zlib.crc32(exchange_id.encode()) % count
+
+
 @dataclass
 class Options:
     concurrency: int = 10
@@ -179,10 +203,64 @@ class Options:
     live: bool = False  # mirror: a target's own traffic, if captured, is ignored, never looped back
 
 
+class Gate(Protocol):
+    """How worker processes agree on one start instant (see replay.workers)."""
+
+    def ready(self) -> None: ...
+
+    def start_at(self) -> float | None: ...
+
+
+@dataclass
+class Outcome:
+    """What a run did; the outcomes of worker processes merge into one."""
+
+    stats: dict[str, TargetStats]
+    read: int = 0
+    skips: Counter[str] = field(default_factory=Counter)
+    skipped_writes: Counter[str] = field(default_factory=Counter)
+    elapsed: float = 0.0
+    stopping: str | None = None  # why the run stopped before the end
+    failure: str | None = None  # what went wrong (results kept)
+    refused: tuple[str, str] | None = None  # (exchange id, server) captured at a target's address
+    own_traffic: int = 0
+
+    @classmethod
+    def merge(cls, parts: list["Outcome"]) -> "Outcome":
+        """Every worker reads (and skips) the same exchanges; each sends its own shard."""
+        first = max(parts, key=lambda o: o.read)
+        out = cls({}, first.read, first.skips, first.skipped_writes)
+        for o in parts:
+            for name, st in o.stats.items():
+                m = out.stats.get(name)
+                if m is None:
+                    out.stats[name] = m = TargetStats(st.target, already=st.already,
+                                                      interrupted_before=st.interrupted_before)
+                m.sent += st.sent
+                m.responses += st.responses
+                m.errors.update(st.errors)
+                m.statuses.update(st.statuses)
+                m.lags.extend(st.lags)
+            out.elapsed = max(out.elapsed, o.elapsed)
+            out.stopping = out.stopping or o.stopping
+            out.failure = out.failure or o.failure
+            out.refused = out.refused or o.refused
+            out.own_traffic += o.own_traffic
+        return out
+
+
 class Run:
+    """One process's replay: a feeder, a loop with a pool per target, a writer.
+
+    `shard` = (index, count) makes it one of `count` worker processes (replay.workers)."""
+
     def __init__(self, rec: Path, targets: list[Target], source: Iterable[Captured], planner: Planner,
-                 pacer: Pacer, opts: Options, progress: Callable[["Run"], None] | None = None) -> None:
+                 pacer: Pacer, opts: Options, progress: Callable[["Run"], None] | None = None,
+                 shard: tuple[int, int] = (0, 1), gate: "Gate | None" = None) -> None:
         self.rec = rec
+        self.shard = shard
+        self.gate = gate
+        self.tag = "" if shard[1] == 1 else f"-w{shard[0]}"
         self.targets = targets
         self.source = source
         self.planner = planner
@@ -203,16 +281,17 @@ class Run:
         self.chunks: asyncio.Queue[list[tuple[Job, float]] | None] | None = None
 
     # -- resume --------------------------------------------------------------------------
-    def recover(self) -> None:
+    def recover(self, write: bool = True) -> None:
         """Ids an earlier run journaled: never sent again. Those without a result (the run
-        was killed first) get an `interrupted` result now, so every sent id has one."""
+        was killed first) get an `interrupted` result now, so every sent id has one (written
+        once, by the parent, when there are workers)."""
         common: set[str] | None = None
         for t in self.targets:
             d = target_dir(self.rec, t.name)
             sent = read_journal(d)
             self.sent_before[t.name] = sent
             self.stats[t.name].already = len(sent)
-            lost = sent - recorded_ids(d) if sent else set()
+            lost = sent - recorded_ids(d) if sent and write else set()
             if lost:
                 rows = [Result(i, t.name, error="interrupted",
                                error_detail="sent by an earlier run that stopped before the answer was recorded")
@@ -223,16 +302,24 @@ class Run:
         self.planner.done = frozenset(common or ())
 
     # -- the run -------------------------------------------------------------------------
-    def execute(self) -> None:
+    def execute(self, recover: bool = True) -> Outcome:
         for t in self.targets:
             self.primary |= {a for a in t.addresses()}
-        self.recover()
+        self.recover(write=recover)
         try:
             import uvloop
         except ImportError:
             asyncio.run(self._main())
         else:
             uvloop.run(self._main())
+        return self.outcome()
+
+    def outcome(self) -> Outcome:
+        f = self.feeder
+        r = self.refused
+        return Outcome(self.stats, f.read if f else 0, f.skips if f else Counter(),
+                       f.skipped_writes if f else Counter(), self.elapsed, self.stopping, self.failure,
+                       (r.id, r.server) if r is not None else None, self.own_traffic)
 
     def request_stop(self, why: str) -> None:
         if self.stopping is None:
@@ -249,16 +336,16 @@ class Run:
         loop = asyncio.get_running_loop()
         sys.setswitchinterval(0.0005)  # the feeder and writer threads must not hold the loop long
         writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replay-writer")
-        self.sinks = {t.name: _Sink(self.rec, t.name, writer) for t in self.targets}
-        self.journals = {t.name: Journal(target_dir(self.rec, t.name)) for t in self.targets}
+        self.sinks = {t.name: _Sink(self.rec, t.name, writer, self.tag) for t in self.targets}
+        self.journals = {t.name: Journal(target_dir(self.rec, t.name), self.tag) for t in self.targets}
         self.pools = [Pool(loop, t, self.opts.concurrency, self.opts.timeout, self.opts.max_body,
                            self.opts.discard, self._on_result) for t in self.targets]
         for p in self.pools:
             p.on_room = self._wake
         self.chunks = asyncio.Queue()
-        self.feeder = Feeder(loop, self.source, self.planner, self.pacer, self.chunks.put_nowait)
+        self.feeder = Feeder(loop, self.source, self.planner, self.pacer, self.chunks.put_nowait, self.shard)
         self.started = time.monotonic()
-        self.wall0, self.mono0 = time.time(), loop.time()
+        self.wall0, self.mono0 = time.time(), time.monotonic()  # until the first job sets them
         ticker = loop.create_task(self._tick())
         if threading.current_thread() is threading.main_thread():  # mirror runs us in a thread
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -285,24 +372,26 @@ class Run:
                 self.failure = str(self.feeder.error) or type(self.feeder.error).__name__
 
     async def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        assert self.feeder is not None
+        assert self.feeder is not None and self.chunks is not None
         room = self.opts.concurrency * 2  # requests in flight per target, waiting ones included
+        first = True
         while True:
-            assert self.chunks is not None
             chunk = await self.chunks.get()
             if chunk is not None:
                 self.feeder.room.release()
+            if first:  # the schedule starts when there is something to send, not before
+                first = False
+                await self._start()
             if chunk is None or self.stopping:
                 return
             batch: list[tuple[Job, float]] = []
             for job, off in chunk:
                 due = self.mono0 + off
-                if due > loop.time():
+                if due > time.monotonic():
                     if batch:
                         self._submit(batch)
                         batch = []
-                    while (wait := due - loop.time()) > 0 and not self.stopping:
-                        await asyncio.sleep(min(wait, 0.5))  # long gaps in slices: a stop is heard
+                    await self._until(due)
                     if self.stopping:
                         return
                 batch.append((job, off))
@@ -316,6 +405,34 @@ class Run:
                         return
             if batch:
                 self._submit(batch)
+
+    async def _start(self) -> None:
+        """Fix the schedule's origin: now, or (workers) the instant the parent names once
+        every worker is ready, so that all of them keep one schedule."""
+        if self.gate is not None:
+            self.gate.ready()
+            while (at := self.gate.start_at()) is None and not self.stopping:
+                await asyncio.sleep(0.001)
+            if at is not None:
+                self.wall0, self.mono0 = at, time.monotonic() + (at - time.time())
+                await self._until(self.mono0)
+                return
+        self.wall0, self.mono0 = time.time(), time.monotonic()
+
+    async def _until(self, due: float) -> None:
+        """Wait until `due` (time.monotonic()). The loop's timers tick in whole milliseconds
+        (uvloop's clock too), so they take us to SPIN before the due time and the rest is
+        spent yielding to the loop: responses are still read, and the send is on time."""
+        while not self.stopping:
+            wait = due - time.monotonic()
+            if wait <= 0:
+                return
+            if wait > 0.5:
+                await asyncio.sleep(0.5)  # long gaps in slices: a stop is heard
+            elif wait > SPIN:
+                await asyncio.sleep(wait - SPIN)
+            else:
+                await asyncio.sleep(0)
 
     def _busiest(self) -> int:
         return max(p.in_flight for p in self.pools)
