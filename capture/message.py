@@ -31,11 +31,11 @@ def parse_header_block(block: str) -> list[tuple[str, str]]:
             continue
         if line[0] in " \t" and headers:  # obsolete line folding
             k, v = headers[-1]
-            headers[-1] = (k, v + " " + line.strip())
+            headers[-1] = (k, v + " " + line.strip(" \t"))
             continue
         k, sep, v = line.partition(":")
         if sep:
-            headers.append((k, v.strip()))
+            headers.append((k, v.strip(" \t")))  # OWS is space and tab only (RFC 9110 §5.6.3)
     return headers
 
 

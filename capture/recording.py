@@ -160,12 +160,25 @@ def write_manifest(rec: Path, section: str, data: dict[str, Any]) -> None:
     write_private(path, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
 
 
-def read_exchanges(rec: Path, columns: list[str] | None = None, batch_size: int = 65536) -> Iterator[dict[str, Any]]:
-    """Stream the exchanges of a recording, part by part, as dicts."""
+def read_exchanges(rec: Path, columns: list[str] | None = None, batch_size: int = 65536,
+                   limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> Iterator[dict[str, Any]]:
+    """Stream the exchanges of a recording, part by part, as dicts: the first `limit`, and of
+    those, with `stride` (k, n), only the batches numbered k modulo n (readers in n processes
+    share a recording without each converting every row)."""
+    k, n = stride
+    seen = 0
+    number = 0
     for part in sorted((rec / "exchanges").glob("part-*.parquet")):
         pf = pq.ParquetFile(part)
         for batch in pf.iter_batches(columns=columns, batch_size=batch_size):
-            yield from batch.to_pylist()
+            if limit is not None and seen + batch.num_rows > limit:
+                batch = batch.slice(0, limit - seen)
+            seen += batch.num_rows
+            if number % n == k:
+                yield from batch.to_pylist()
+            number += 1
+            if limit is not None and seen >= limit:
+                return
 
 
 def count_exchanges(rec: Path) -> int:

@@ -15,6 +15,7 @@ from capture.recording import count_exchanges, is_recording, write_manifest
 from .client import Target
 from .plan import Planner
 from .request import SAFE_METHODS, Edits, HostRule
+from .results import Busy, lock_results
 from .runner import Options, Outcome, Run, recorded
 from .workers import run_workers
 from .sampling import Sampler
@@ -43,11 +44,43 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+_TCHAR = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_FRAMING = ("content-length", "transfer-encoding")
+
+
+def _name(text: str) -> str:
+    """A header name: an RFC 9110 token."""
+    if not text or not set(text) <= _TCHAR:
+        raise argparse.ArgumentTypeError(f"not a header name: {text!r}")
+    return text
+
+
+def _value(text: str, what: str = "header value") -> str:
+    """Sent as latin-1, on one line: no control characters but tab (they would end the line,
+    or start another header)."""
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
+        raise argparse.ArgumentTypeError(f"{what} has a control character: {text!r}")
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{what} is not latin-1 (HTTP/1 headers are bytes): {text!r}") from None
+    return text
+
+
 def _header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
-    if not sep or not name.strip() or any(c in name for c in " \t\r\n") or any(c in value for c in "\r\n"):
+    if not sep:
         raise argparse.ArgumentTypeError(f"want 'Name: value', not {text!r}")
-    return name.strip(), value.strip()
+    name = _name(name.strip())
+    if name.lower() in _FRAMING:
+        raise argparse.ArgumentTypeError(f"{name} is set by the replayer from the captured body")
+    return name, _value(value.strip())
+
+
+def _host(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"not a host: {text!r}")
+    return _value(text, "host")
 
 
 def add_sending_options(p: argparse.ArgumentParser) -> None:
@@ -74,10 +107,11 @@ def add_sending_options(p: argparse.ArgumentParser) -> None:
     hm = h.add_mutually_exclusive_group()
     hm.add_argument("--no-shadow-suffix", action="store_true",
                     help="send the captured Host unchanged (Envoy's disable_shadow_host_suffix_append)")
-    hm.add_argument("--host-rewrite", metavar="HOST", help="send this Host instead")
+    hm.add_argument("--host-rewrite", type=_host, metavar="HOST", help="send this Host instead")
     h.add_argument("--set-header", action="append", default=[], type=_header, metavar="'K: V'",
                    help="set a header (replaces the captured one; repeatable)")
-    h.add_argument("--drop-header", action="append", default=[], metavar="K", help="remove a header (repeatable)")
+    h.add_argument("--drop-header", action="append", default=[], type=_name, metavar="K",
+                   help="remove a header (repeatable)")
     s = p.add_argument_group("sending")
     s.add_argument("--concurrency", type=_positive(int), default=10, metavar="N",
                    help="connections per target at most (default 10)")
@@ -110,8 +144,8 @@ def register(sub: Any) -> None:
     pc.add_argument("--rate", type=_positive(float), metavar="R", help="a fixed R requests per second instead")
     p.add_argument("--limit", type=_positive(int), metavar="N", help="read at most N exchanges")
     p.add_argument("--workers", type=_positive(int), metavar="N",
-                   help="sending processes, sharing --concurrency (default: one per core, up to 4, with "
-                   "--pace fast; else 1)")
+                   help="sending processes, sharing --concurrency (default: one per core, up to 4, for "
+                   "--pace fast over 50,000 exchanges or more; else 1)")
     p.set_defaults(func=cmd_replay)
 
 
@@ -224,7 +258,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.limit is not None:
         total = min(total, args.limit)
     opts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary)
-    workers = args.workers or (min(4, os.cpu_count() or 1) if pacer.mode == "fast" else 1)
+    # Worker processes take a second to start: worth it for a large recording sent fast.
+    big = pacer.mode == "fast" and total >= 50_000
+    workers = args.workers or (min(4, os.cpu_count() or 1) if big else 1)
+    try:
+        locks = lock_results(rec, [t.name for t in targets])
+    except Busy as e:
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{rec}: {e.strerror or e}") from None
     progress = Progress(total) if sys.stderr.isatty() else None
     started = time.time()
     try:
@@ -235,12 +277,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
             run = Run(rec, targets, recorded(rec, args.limit), planner, pacer, opts,
                       progress.update if progress else None)
             outcome = run.execute()
+    except OSError as e:  # before the run could start: recovering an earlier run's results
+        raise UserError(f"{rec}: {e.strerror or e}", code=1) from None
     finally:
         if progress is not None:
             progress.stop()
-    write_manifest_section(rec, summarize(outcome, args, pacer, started))
-    print_summary(outcome, rec)
+        for fd in locks:
+            os.close(fd)
+    finish(rec, outcome, summarize(outcome, args, pacer, started))
     return exit_code(outcome)
+
+
+def finish(rec: Path, outcome: Outcome, report: dict[str, Any]) -> None:
+    """The summary on stderr, and the manifest; a manifest that cannot be written is said."""
+    try:
+        write_manifest_section(rec, report)
+    except OSError as e:
+        outcome.failure = outcome.failure or f"{rec}/manifest.json: {e.strerror or e}"
+    print_summary(outcome, rec)
 
 
 def exit_code(o: Outcome) -> int:
@@ -302,6 +356,9 @@ def print_summary(o: Outcome, rec: Path) -> None:
             parts.append(f"{n} already sent by an earlier run")
         else:
             parts.append(f"{n} {reason.replace('_', ' ')}")
+    pending = o.read - sum(o.skips.values()) - sent_any
+    if pending > 0 and (o.stopping or o.failure):
+        parts.append(f"{pending} not sent (the run stopped first)")
     print(f"replay: {o.read} exchanges read: " + ", ".join(parts), file=out)
     for name, st in o.stats.items():
         errs = ", ".join(f"{k} {v}" for k, v in st.errors.most_common()) or "none"

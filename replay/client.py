@@ -73,8 +73,8 @@ class Target:
 
 
 def error_kind(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return "refused"  # nothing listening, or no such name: nothing to talk to
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "timeout"
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
@@ -84,6 +84,11 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return "protocol"
     return "reset"
+
+
+def error_of_loss(exc: BaseException | None) -> str:
+    """The kind for a connection lost mid-request: TLS failures are protocol errors."""
+    return "protocol" if isinstance(exc, ssl.SSLError) else "reset"
 
 
 class Conn(asyncio.Protocol):
@@ -101,6 +106,8 @@ class Conn(asyncio.Protocol):
         self.idle_since = 0.0
         self.connecting: asyncio.Task[object] | None = None
         self._gone = False  # the pool was told this connection is gone (exactly once)
+        self._feeding = False  # inside data_received: decide about reuse once the bytes are parsed
+        self._ended = False  # a response ended during this feed
 
     # -- called by the pool --------------------------------------------------------------
     def assign(self, job: Job, due: float | None) -> None:
@@ -108,10 +115,17 @@ class Conn(asyncio.Protocol):
         self.job = job
         self.result = Result(job.id, self.pool.target.name, job.host, t_due=due)
         self.deadline = self.pool.loop.time() + self.pool.timeout
+        self.keep = not job.close  # the captured client asked for the connection to close
+        self.parser.errors.clear()
         self.pool.busy.add(self)
 
     def send(self) -> None:
         assert self.transport is not None and self.job is not None and self.result is not None
+        try:
+            self.pool.journal(self.job)  # before a byte leaves: a re-run must not send it again
+        except OSError as e:
+            self.pool.unsent(self, e)
+            return
         self.result.t_send = time.time()
         self.transport.write(self.job.data)
 
@@ -150,22 +164,29 @@ class Conn(asyncio.Protocol):
         if r.t_first_byte is None:
             r.t_first_byte = time.time()
         p = self.parser
-        if p.state == IDLE and not p.buf and self._whole(data, r):
-            return
-        p.feed(data, 0.0)
+        self._feeding = True
+        try:
+            if not (p.state == IDLE and not p.buf and self._whole(data, r)):
+                p.feed(data, 0.0)
+        finally:
+            self._feeding = False
         if p.errors and self.result is not None:
             self._fail("protocol", "not an HTTP/1 response: " + ", ".join(p.errors))
+        if self._ended:
+            self._ended = False
+            self._after()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True  # before anything below can hand this connection a new request
+        self.keep = False
         if self.result is not None:
             self.parser.eof(0.0)  # a close-delimited body ends here
         if self.result is not None:
             got = "" if self.result.t_first_byte is None else " mid-response"
-            self._fail("reset", f"connection closed by the target{got}" + (f": {exc}" if exc else ""))
-        self.closed = True
+            self._fail(error_of_loss(exc), f"connection closed by the target{got}" + (f": {exc}" if exc else ""))
         self._report_gone()
 
     def _report_gone(self) -> None:
@@ -255,7 +276,18 @@ class Conn(asyncio.Protocol):
         self.job = None
         self.pool.busy.discard(self)
         self.pool.done(r)
-        if self.keep and not self.closed and self.transport is not None:
+        if self._feeding:
+            self._ended = True  # data_received decides, once the rest of the bytes are parsed
+        else:
+            self._after()
+
+    def _after(self) -> None:
+        """Reuse the connection, or close it. Not if the target sent more than the answer
+        (a HEAD answered with a body, a body longer than its length): the next answer could
+        not be told from the leftovers."""
+        p = self.parser
+        clean = p.state == IDLE and not p.buf and not p.errors
+        if self.keep and clean and not self.closed and self.transport is not None:
             self.pool.released(self)
         elif not self.closed:
             self.closed = True
@@ -283,7 +315,9 @@ class Pool:
     """At most `concurrency` connections to one target; requests beyond wait in a backlog."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, concurrency: int,
-                 timeout: float, max_body: int, discard: bool, on_result: Callable[[Result], None]) -> None:
+                 timeout: float, max_body: int, discard: bool, on_result: Callable[[Result], None],
+                 journal: Callable[[Job], None] | None = None,
+                 on_unsent: Callable[[Job, OSError], None] | None = None) -> None:
         self.loop = loop
         self.target = target
         self.concurrency = concurrency
@@ -291,6 +325,8 @@ class Pool:
         self.max_body = max_body
         self.discard = discard
         self.on_result = on_result
+        self.journal: Callable[[Job], None] = journal or (lambda job: None)
+        self.on_unsent = on_unsent
         self.idle: list[Conn] = []
         self.open = 0  # connections open or being opened
         self.backlog: deque[tuple[Job, float | None]] = deque()
@@ -302,10 +338,10 @@ class Pool:
 
     def _sweep(self) -> None:
         """Time out what is overdue: one timer per pool instead of one per request."""
+        self._sweeper = self.loop.call_later(SWEEP, self._sweep)  # first: a failure below must not stop timeouts
         now = self.loop.time()
         for c in [c for c in self.busy if c.deadline <= now]:
             c.on_timeout()
-        self._sweeper = self.loop.call_later(SWEEP, self._sweep)
 
     def submit(self, job: Job, due: float | None) -> None:
         self.in_flight += 1
@@ -342,6 +378,18 @@ class Pool:
         if self.on_room is not None and len(self.backlog) < self.concurrency:
             self.on_room()
 
+    def unsent(self, conn: Conn, error: OSError) -> None:
+        """The journal could not be written, so the request is not sent (and has no result);
+        the run stops."""
+        job = conn.job
+        conn.result = conn.job = None
+        self.busy.discard(conn)
+        self.in_flight -= 1
+        conn.keep = False
+        conn._after()
+        if self.on_unsent is not None and job is not None:
+            self.on_unsent(job, error)
+
     def released(self, conn: Conn) -> None:
         if self.backlog:
             job, due = self.backlog.popleft()
@@ -355,6 +403,22 @@ class Pool:
         self.open -= 1
         if self.backlog and self.open < self.concurrency:
             self._connect(*self.backlog.popleft())
+
+    def abandon(self, kind: str, detail: str) -> None:
+        """End the run now: requests on the wire get `kind`; waiting ones are not sent."""
+        while self.backlog:
+            self.backlog.popleft()
+            self.in_flight -= 1
+        for c in list(self.busy):
+            r = c.result
+            if r is not None and r.t_send is None:  # still connecting: never sent, never journaled
+                c.result = c.job = None
+                self.busy.discard(c)
+                self.in_flight -= 1
+                c.keep = False
+                c._after()
+            else:
+                c._fail(kind, detail)
 
     def close(self) -> None:
         self._sweeper.cancel()

@@ -10,23 +10,27 @@ they are counted (and still recorded), and the capture never waits for the shado
 from __future__ import annotations
 
 import argparse
+import os
 import queue
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from collections import Counter
+from typing import Any, Callable, Iterator
 
 from capture.agent import Agent, add_capture_arguments, options
 from capture.errors import UserError
 from capture.exchange import Exchange, body_bytes
 from capture.extract import Extractor
 from capture.pcapfile import Record
-from capture.recording import ExchangeWriter, private_dir, write_manifest
+from capture.recording import ExchangeWriter, is_recording, private_dir, write_manifest
 from capture.status import prepare_directory
 
-from .cli import add_sending_options, exit_code, planner_of, print_summary, summarize, targets_of, write_manifest_section
-from .plan import Captured
+from .cli import add_sending_options, exit_code, finish, planner_of, summarize, targets_of
+from .plan import Captured, Planner
+from .results import Busy, lock_results
 from .runner import Options, Run
 from .schedule import Pacer
 
@@ -58,36 +62,63 @@ def captured(ex: Exchange) -> Captured:
 
 
 class MirrorStream:
-    """The agent's exchange sink: records in, exchanges to the recording and the replayer."""
+    """The agent's exchange sink: records in, exchanges to the recording and the replayer.
 
-    def __init__(self, ports: list[int], rec: Path, size: int = 10_000) -> None:
+    Runs on the agent's thread and never blocks it: the queue to the replayer is bounded and
+    what does not fit is counted. Exchanges are written in small parts, at least every
+    FLUSH_EVERY seconds, so a crash loses little of the recording."""
+
+    FLUSH_EVERY = 5.0
+
+    def __init__(self, ports: list[int], rec: Path, planner: Planner, size: int = 10_000) -> None:
         self.extractor = Extractor(ports)
-        self.writer = ExchangeWriter(rec)
+        self.writer = ExchangeWriter(rec, rows_per_part=5_000)
+        self.planner = planner
         self.queue: queue.Queue[Captured | None] = queue.Queue(max(1, size))
         self.count = 0
-        self.dropped = 0
-        self.lock = threading.Lock()
+        self.dropped = 0  # sampled in, but the shadow was too far behind
+        self.skips: Counter[str] = Counter()
+        self.skipped_writes: Counter[str] = Counter()
+        self.failure: str | None = None
+        self.ended = threading.Event()
+        self._flushed = time.monotonic()
 
     def feed(self, records: list[Record]) -> None:
         self._emit(self.extractor.feed(records))
 
     def flush(self) -> None:
-        """Called by the agent's loop: nothing is buffered here."""
+        """Called by the agent's loop about ten times a second."""
+        if time.monotonic() - self._flushed >= self.FLUSH_EVERY:
+            self._flushed = time.monotonic()
+            self._write(self.writer.parts.flush)
 
     def finish(self) -> None:
-        self._emit(self.extractor.finish(), wait=2.0)
-        self.writer.close()
-        self.queue.put(None)
+        """The capture ended: what it completes is recorded and offered to the replayer."""
+        self._emit(self.extractor.finish())
+        self._write(self.writer.close)
+        self.ended.set()
 
-    def _emit(self, exchanges: list[Exchange], wait: float = 0.0) -> None:
+    def _write(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except OSError as e:
+            if self.failure is None:
+                self.failure = f"writing exchanges: {e.strerror or e}"
+
+    def _emit(self, exchanges: list[Exchange]) -> None:
         for ex in exchanges:
-            self.writer.add(ex)
+            if self.failure is None:
+                self._write(lambda: self.writer.add(ex))
             self.count += 1
+            c = captured(ex)
+            skip = self.planner.admit(c)
+            if skip is not None:
+                self.skips[skip.reason] += 1
+                if skip.reason == "write":
+                    self.skipped_writes[skip.method or "?"] += 1
+                continue
             try:
-                if wait:
-                    self.queue.put(captured(ex), timeout=wait)
-                else:
-                    self.queue.put_nowait(captured(ex))
+                self.queue.put_nowait(c)
             except queue.Full:
                 self.dropped += 1
 
@@ -96,8 +127,14 @@ class MirrorStream:
                 "(they are in the recording)")
 
     def source(self) -> Iterator[Captured]:
+        """What the replayer reads: ends once the capture has ended and the queue is empty."""
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.ended.is_set():
+                    return
+                continue
             if item is None:
                 return
             yield item
@@ -114,14 +151,21 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     rec = Path(args.output)
+    if is_recording(rec) and any((rec / "exchanges").glob("part-*.parquet")):
+        raise UserError(f"{rec} already holds a recording; mirror writes a new one (name another -o)")
     private_dir(rec)
     args.dir = str(rec / "pcap")
     args.exchanges = True
     copts = options(args)
     prepare_directory(copts.directory, copts.user)
-    stream = MirrorStream(copts.ports, rec, args.queue)
+    try:
+        locks = lock_results(rec, [t.name for t in targets])
+    except Busy as e:
+        raise UserError(str(e)) from None
+    stream = MirrorStream(copts.ports, rec, planner, args.queue)
     ropts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary, live=True)
     run = Run(rec, targets, stream.source(), planner, Pacer("live"), ropts)
+    agent = Agent(copts, ["shadowtap", "mirror", *sys.argv[2:]], stream=stream)
     errors: list[BaseException] = []
 
     def replay() -> None:
@@ -129,30 +173,46 @@ def cmd_mirror(args: argparse.Namespace) -> int:
             run.execute()
         except BaseException as e:  # reported after the capture stops
             errors.append(e)
+        finally:  # a replayer that ended on its own (a failure) ends the capture too
+            agent.request_stop("replay ended")
 
     thread = threading.Thread(target=replay, name="mirror-replay", daemon=True)
     started = time.time()
     thread.start()
-    agent = Agent(copts, ["shadowtap", "mirror", *sys.argv[2:]], stream=stream)
     try:
         code = agent.run()
     finally:
-        try:  # the agent failed before finish(): end the replay too (a second None is harmless)
-            stream.queue.put(None, timeout=5.0)
-        except queue.Full:
-            if run.feeder is not None:
-                run.feeder.stop.set()
-        thread.join(args.timeout + 30.0)
+        stream.ended.set()  # also when the agent failed before finish()
+        # What the capture completed last is still sent, for a while; a signal now (or the
+        # grace running out) stops the replayer, and a second one cuts its wait for answers.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _f: run.stop_threadsafe(signal.Signals(signum).name))
+        thread.join(args.timeout + 5.0)
+        if thread.is_alive():
+            run.stop_threadsafe("capture stopped")
+            thread.join(args.timeout + 5.0)
+        for fd in locks:
+            os.close(fd)
     outcome = run.outcome()
     if errors and outcome.failure is None:
         outcome.failure = f"replay failed: {errors[0]}"
+    outcome.failure = outcome.failure or stream.failure
+    outcome.read = stream.count
+    outcome.skips.update(stream.skips)
+    outcome.skipped_writes.update(stream.skipped_writes)
+    left = stream.queue.qsize()
     report = summarize(outcome, args, run.pacer, started) | {
-        "mirrored_dropped": stream.dropped, "exchanges": stream.count}
-    write_manifest_section(rec, report)
-    write_manifest(rec, "extract", {"live": True, "ports": copts.ports, "written": stream.count,
-                                    "counts": stream.extractor.counts()})
-    print_summary(outcome, rec)
+        "exchanges": stream.count, "mirrored_dropped": stream.dropped, "not_sent_at_stop": left,
+        "own_traffic_ignored": outcome.own_traffic}
+    finish(rec, outcome, report)
+    try:
+        write_manifest(rec, "extract", {"live": True, "ports": copts.ports, "written": stream.count,
+                                        "counts": stream.extractor.counts()})
+    except OSError as e:
+        outcome.failure = outcome.failure or f"{rec}/manifest.json: {e.strerror or e}"
     if stream.dropped:
         print(f"  {stream.dropped} of {stream.count} exchanges were not mirrored: the shadow did not keep up",
               file=sys.stderr)
+    if outcome.stopping == "replay ended":
+        outcome.stopping = None
     return exit_code(outcome) or code

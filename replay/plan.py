@@ -65,6 +65,15 @@ class Job:
     data: bytes
     host: str | None  # the Host sent
     server: str  # the captured primary's address
+    close: bool = False  # the request asks for its connection to close after the answer
+
+
+def asks_close(version: str, headers: list[tuple[str, str]]) -> bool:
+    """Does the request end its connection (RFC 9112 §9.3)? Sent as captured, it will."""
+    tokens = ",".join(v for k, v in headers if k.lower() == "connection").lower()
+    if "close" in tokens:
+        return True
+    return version == "HTTP/1.0" and "keep-alive" not in tokens
 
 
 @dataclass(slots=True)
@@ -118,7 +127,7 @@ class Planner:
         """The request to send for an admitted exchange."""
         assert c.method is not None and c.target is not None and c.version is not None
         data, host = build(c.method, c.target, c.version, c.headers, c.body, self.edits)
-        return Job(c.id, c.method, c.target, c.t or 0.0, data, host, c.server)
+        return Job(c.id, c.method, c.target, c.t or 0.0, data, host, c.server, asks_close(c.version, c.headers))
 
     def decide(self, c: Captured) -> Decision:
         return self.admit(c) or self.job(c)

@@ -42,12 +42,25 @@ class Edits:
     drop_headers: frozenset[str] = field(default_factory=frozenset)  # lower-case names
 
 
+def _absolute_form(target: str, rule: HostRule) -> str:
+    """`GET http://httpbin:8000/x`: a server takes the authority from the target, not from
+    Host (RFC 9112 §3.2.2), so the rule applies there too."""
+    for scheme in ("http://", "https://"):
+        if target[: len(scheme)].lower() == scheme:
+            rest = target[len(scheme):]
+            cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+            return target[: len(scheme)] + rule.apply(rest[:cut]) + rest[cut:]
+    return target
+
+
 def build(method: str, target: str, version: str, headers: list[tuple[str, str]], body: bytes | None,
           edits: Edits) -> tuple[bytes, str | None]:
     """The request's bytes and the Host it carries (None when it carries none)."""
     drop = edits.drop_headers
     sets = {k.lower(): (k, v) for k, v in edits.set_headers}
     placed: set[str] = set()  # user-set headers already written
+    if edits.host.mode != "keep" and "://" in target[:8]:
+        target = _absolute_form(target, edits.host)
     out: list[str] = [f"{method} {target} {version}\r\n"]
     host: str | None = None
     framed = False

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import math
 import os
+import random
 import signal
 import sys
 import threading
@@ -32,6 +34,8 @@ from .schedule import Pacer, in_time_order
 CHUNK = 256  # jobs per hand-over from the feeder to the loop
 ROWS_PER_PART = 20_000
 BYTES_PER_PART = 64 << 20
+LAG_SAMPLE = 200_000
+_rng = random.Random(0)
 SPIN = 0.0015  # s before a due time when timers give way to yielding (see Run._until)
 FLUSH_EVERY = 5.0  # s: a killed run loses at most this much of its results (they stay journaled)
 
@@ -43,7 +47,9 @@ class TargetStats:
     responses: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
-    lags: array = field(default_factory=lambda: array("d"))
+    lags: array = field(default_factory=lambda: array("d"))  # a uniform sample, at most LAG_SAMPLE
+    lag_count: int = 0
+    last_lag: float = 0.0
     interrupted_before: int = 0  # results recovered as `interrupted` from an earlier run
     already: int = 0  # ids an earlier run sent
 
@@ -56,7 +62,19 @@ class TargetStats:
             self.errors[r.error] += 1
         lag = r.lag
         if lag is not None:
+            self.add_lag(lag)
+
+    def add_lag(self, lag: float) -> None:
+        """Exact percentiles up to LAG_SAMPLE requests, a uniform sample (Algorithm R) beyond:
+        a mirror that runs for days keeps a bounded memory."""
+        self.lag_count += 1
+        self.last_lag = lag
+        if len(self.lags) < LAG_SAMPLE:
             self.lags.append(lag)
+        else:
+            k = _rng.randrange(self.lag_count)
+            if k < LAG_SAMPLE:
+                self.lags[k] = lag
 
     def lag_ms(self, q: float) -> float | None:
         if not self.lags:
@@ -100,6 +118,8 @@ class _Sink:
             rows, self.rows, self.bytes = self.rows, [], 0
             self.futures.append(self.writer.submit(self.parts.write, rows))
         self.futures = [f for f in self.futures if not f.done() or f.exception() is not None]
+        while len(self.futures) > 3 and self.futures[0].exception() is None:
+            self.futures.pop(0)  # (exception() waits: the writer fell behind; so does the sender)
 
     def failure(self) -> BaseException | None:
         for f in self.futures:
@@ -146,6 +166,7 @@ class Feeder(threading.Thread):
         """Every worker paces every admitted request (so the schedule's origin and a --rate's
         count are the same in all of them) and builds and sends only its own shard's."""
         index, count = self.shard
+        size = 1 if self.pacer.mode == "live" else CHUNK  # live: each as it comes
         try:
             admitted: Iterable[Captured] = self._admitted()
             if self.pacer.mode == "captured":
@@ -156,7 +177,7 @@ class Feeder(threading.Thread):
                 if count > 1 and shard_of(c.id, count) != index:
                     continue
                 chunk.append((self.planner.job(c), off))
-                if len(chunk) >= CHUNK:
+                if len(chunk) >= size:
                     self._hand(chunk)
                     chunk = []
                 if self.stop.is_set():
@@ -179,13 +200,11 @@ class Feeder(threading.Thread):
             self.stop.set()
 
 
-def recorded(rec: Path, limit: int | None = None) -> Iterator[Captured]:
+def recorded(rec: Path, limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> Iterator[Captured]:
     """The exchanges of a recording, in small batches (the loop's thread shares the GIL)."""
     from capture.recording import read_exchanges
 
-    for n, row in enumerate(read_exchanges(rec, COLUMNS, batch_size=512)):
-        if limit is not None and n >= limit:
-            return
+    for row in read_exchanges(rec, COLUMNS, batch_size=512, limit=limit, stride=stride):
         yield Captured.from_row(row)
 
 
@@ -220,6 +239,7 @@ class Outcome:
     skips: Counter[str] = field(default_factory=Counter)
     skipped_writes: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
+    split_input: bool = False  # each worker read its own part of the input (counts add up)
     stopping: str | None = None  # why the run stopped before the end
     failure: str | None = None  # what went wrong (results kept)
     refused: tuple[str, str] | None = None  # (exchange id, server) captured at a target's address
@@ -227,9 +247,14 @@ class Outcome:
 
     @classmethod
     def merge(cls, parts: list["Outcome"]) -> "Outcome":
-        """Every worker reads (and skips) the same exchanges; each sends its own shard."""
+        """Paced workers all read (and skip) the same exchanges and each sends its own shard;
+        fast ones each read their own share of the input."""
         first = max(parts, key=lambda o: o.read)
-        out = cls({}, first.read, first.skips, first.skipped_writes)
+        out = cls({}, first.read, Counter(first.skips), Counter(first.skipped_writes))
+        if first.split_input:
+            out.read = sum(o.read for o in parts)
+            out.skips = sum((o.skips for o in parts), Counter())
+            out.skipped_writes = sum((o.skipped_writes for o in parts), Counter())
         for o in parts:
             for name, st in o.stats.items():
                 m = out.stats.get(name)
@@ -240,7 +265,8 @@ class Outcome:
                 m.responses += st.responses
                 m.errors.update(st.errors)
                 m.statuses.update(st.statuses)
-                m.lags.extend(st.lags)
+                for lag in st.lags:  # (a sample of a sample, when a worker's was full)
+                    m.add_lag(lag)
             out.elapsed = max(out.elapsed, o.elapsed)
             out.stopping = out.stopping or o.stopping
             out.failure = out.failure or o.failure
@@ -256,11 +282,11 @@ class Run:
 
     def __init__(self, rec: Path, targets: list[Target], source: Iterable[Captured], planner: Planner,
                  pacer: Pacer, opts: Options, progress: Callable[["Run"], None] | None = None,
-                 shard: tuple[int, int] = (0, 1), gate: "Gate | None" = None) -> None:
+                 shard: tuple[int, int] = (0, 1), gate: "Gate | None" = None, tag: str = "") -> None:
         self.rec = rec
-        self.shard = shard
+        self.shard = shard  # which requests this process sends, of those it reads
         self.gate = gate
-        self.tag = "" if shard[1] == 1 else f"-w{shard[0]}"
+        self.tag = tag  # names this process's parts and journal apart from other workers\
         self.targets = targets
         self.source = source
         self.planner = planner
@@ -277,6 +303,8 @@ class Run:
         self.feeder: Feeder | None = None
         self.refused: Job | None = None  # the job whose server is a target (not sent)
         self.own_traffic = 0  # live: captured exchanges that were our own requests to a target
+        self.hurry = False
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._room_waiter: asyncio.Future[None] | None = None
         self.chunks: asyncio.Queue[list[tuple[Job, float]] | None] | None = None
 
@@ -288,10 +316,12 @@ class Run:
         common: set[str] | None = None
         for t in self.targets:
             d = target_dir(self.rec, t.name)
-            sent = read_journal(d)
+            journaled = read_journal(d)
+            recorded = recorded_ids(d)
+            sent = journaled | recorded  # a result without a journal line was sent all the same
             self.sent_before[t.name] = sent
             self.stats[t.name].already = len(sent)
-            lost = sent - recorded_ids(d) if sent and write else set()
+            lost = journaled - recorded if write else set()
             if lost:
                 rows = [Result(i, t.name, error="interrupted",
                                error_detail="sent by an earlier run that stopped before the answer was recorded")
@@ -317,13 +347,16 @@ class Run:
     def outcome(self) -> Outcome:
         f = self.feeder
         r = self.refused
-        return Outcome(self.stats, f.read if f else 0, f.skips if f else Counter(),
-                       f.skipped_writes if f else Counter(), self.elapsed, self.stopping, self.failure,
-                       (r.id, r.server) if r is not None else None, self.own_traffic)
+        return Outcome(self.stats, read=f.read if f else 0, skips=f.skips if f else Counter(),
+                       skipped_writes=f.skipped_writes if f else Counter(), elapsed=self.elapsed,
+                       stopping=self.stopping, failure=self.failure,
+                       refused=(r.id, r.server) if r is not None else None, own_traffic=self.own_traffic)
 
     def request_stop(self, why: str) -> None:
         if self.stopping is None:
             self.stopping = why
+        elif why in ("SIGINT", "SIGTERM"):
+            self.hurry = True  # a second signal: stop waiting for answers
         if self.feeder is not None:
             self.feeder.stop.set()
         w = self._room_waiter
@@ -335,11 +368,17 @@ class Run:
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         sys.setswitchinterval(0.0005)  # the feeder and writer threads must not hold the loop long
+        # Millions of short-lived objects and hardly a cycle: a full collection stalls the loop
+        # for 15-25 ms (a late burst of requests) for nothing. As in extract.
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 1000)
         writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="replay-writer")
         self.sinks = {t.name: _Sink(self.rec, t.name, writer, self.tag) for t in self.targets}
         self.journals = {t.name: Journal(target_dir(self.rec, t.name), self.tag) for t in self.targets}
+        self.loop = loop
         self.pools = [Pool(loop, t, self.opts.concurrency, self.opts.timeout, self.opts.max_body,
-                           self.opts.discard, self._on_result) for t in self.targets]
+                           self.opts.discard, self._on_result, self._journal_for(t.name), self._unsent)
+                      for t in self.targets]
         for p in self.pools:
             p.on_room = self._wake
         self.chunks = asyncio.Queue()
@@ -460,22 +499,39 @@ class Run:
             todo = [(j, off) for j, off in batch if j.id not in before] if before else batch
             if not todo:
                 continue
-            self.journals[name].add(j.id for j, _ in todo)  # before any byte can leave
-            self.stats[name].sent += len(todo)
             mode = self.pacer.mode
             for job, off in todo:
                 # fast has no schedule to lag behind; live lags behind the capture itself
                 pool.submit(job, None if mode == "fast" else job.t if mode == "live" else self.wall0 + off)
+
+    def _journal_for(self, name: str) -> Callable[[Job], None]:
+        """Called by a connection just before it writes a request (OSError: not sent)."""
+        journal = self.journals[name]
+        stats = self.stats[name]
+
+        def sending(job: Job) -> None:
+            journal.add((job.id,))
+            stats.sent += 1
+        return sending
+
+    def _unsent(self, job: Job, e: OSError) -> None:
+        if self.failure is None:
+            self.failure = _describe_write_error(self.rec, e)
+        self.request_stop("journal failed")
 
     def _on_result(self, r: Result) -> None:
         self.stats[r.target].record(r)
         self.sinks[r.target].add(r)
 
     async def _drain(self) -> None:
-        """Wait for what is in flight (each request ends by --timeout at the latest)."""
-        deadline = time.monotonic() + self.opts.timeout + 5.0
-        while any(p.in_flight for p in self.pools) and time.monotonic() < deadline:
+        """Wait for what is in flight: each request ends by --timeout once it has a connection,
+        and waiting ones get theirs in turn. A second stop signal cuts this short: what was
+        sent is then recorded as `interrupted`, and what was not is left for a re-run."""
+        while any(p.in_flight for p in self.pools) and not self.hurry:
             await asyncio.sleep(0.01)
+        if self.hurry:
+            for p in self.pools:
+                p.abandon("interrupted", "the run was stopped before the answer came")
 
     async def _tick(self) -> None:
         last_flush = time.monotonic()
@@ -494,8 +550,17 @@ class Run:
                         self.request_stop("write failed")
 
     def current_lag_ms(self) -> float:
-        lags = [s.lags[-1] for s in self.stats.values() if s.lags]
+        lags = [s.last_lag for s in self.stats.values() if s.lag_count]
         return 1000.0 * max(lags) if lags else 0.0
+
+    def stop_threadsafe(self, why: str) -> None:
+        """request_stop from another thread (mirror's capture agent)."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self.request_stop, why)
+            except RuntimeError:  # closed meanwhile: the run is over
+                pass
 
 
 def _addr(server: str) -> tuple[str, int]:

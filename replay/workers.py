@@ -13,7 +13,6 @@ import multiprocessing as mp
 import os
 import signal
 import time
-import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -61,7 +60,20 @@ class SharedGate:
         self._start.value = at
 
 
+def _die_with_parent() -> None:
+    """A worker whose parent was SIGKILLed must not go on sending unsupervised."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before we asked
+        os._exit(1)
+
+
 def _work(spec: Spec, counters: Any, results: Any, gate: SharedGate) -> None:
+    _die_with_parent()
     i = spec.shard[0]
 
     def progress(run: Run) -> None:
@@ -71,15 +83,19 @@ def _work(spec: Spec, counters: Any, results: Any, gate: SharedGate) -> None:
         counters[i * FIELDS + 2] = sum(s.responses for s in run.stats.values())
         counters[i * FIELDS + 3] = sum(sum(s.errors.values()) for s in run.stats.values())
 
-    run = Run(spec.rec, spec.targets, recorded(spec.rec, spec.limit), spec.planner, Pacer(*spec.pace),
-              spec.opts, progress, spec.shard, gate)
+    pacer = Pacer(*spec.pace)
+    if pacer.mode == "fast":  # no schedule to share: each worker reads only its own batches
+        source, shard = recorded(spec.rec, spec.limit, spec.shard), (0, 1)
+    else:  # every worker paces every request, and sends those whose id hashes to it
+        source, shard = recorded(spec.rec, spec.limit), spec.shard
+    run = Run(spec.rec, spec.targets, source, spec.planner, pacer, spec.opts, progress, shard, gate, f"-w{i}")
     try:
         outcome = run.execute(recover=False)
+        outcome.split_input = pacer.mode == "fast"
         progress(run)
     except BaseException as e:  # the parent reports it in one line
         outcome = run.outcome()
         outcome.failure = f"worker {i}: {e or type(e).__name__}"
-        traceback.print_exc()
     results.put(outcome)
 
 
@@ -105,11 +121,20 @@ def run_workers(rec: Path, targets: list[Target], planner: Planner, pacer: Pacer
         spec = Spec(rec, targets, replace_planner(planner), pace, replace(opts, concurrency=conc), limit,
                     (k, workers))
         procs.append(ctx.Process(target=_work, args=(spec, counters, results, gate), name=f"replay-w{k}"))
-    for p in procs:
-        p.start()
+    # Children inherit an ignored SIGINT: a Ctrl-C while they start up (before their own
+    # handlers) must not kill them mid-import; the parent forwards a SIGTERM instead.
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+    stopped: list[str] = []
 
     def forward(signum: int, _frame: Any) -> None:
         """A stop for the parent is a stop for every worker (each ends its run cleanly)."""
+        stopped.append(signal.Signals(signum).name)
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 try:
@@ -135,7 +160,9 @@ def run_workers(rec: Path, targets: list[Target], planner: Planner, pacer: Pacer
                     break
             if progress is not None:
                 c = counters[:]
-                progress(max(c[0::FIELDS]), sum(c[1::FIELDS]), sum(c[2::FIELDS]), sum(c[3::FIELDS]))
+                reads = c[0::FIELDS]
+                progress(sum(reads) if pacer.mode == "fast" else max(reads), sum(c[1::FIELDS]),
+                         sum(c[2::FIELDS]), sum(c[3::FIELDS]))
         for p in procs:
             p.join(10)
     finally:
@@ -146,7 +173,9 @@ def run_workers(rec: Path, targets: list[Target], planner: Planner, pacer: Pacer
         st.already = first.stats[name].already
         st.interrupted_before = first.stats[name].interrupted_before
     missing = workers - len(outcomes)
-    if missing:
+    if missing and stopped:  # stopped before they could handle it (still starting up)
+        merged.stopping = merged.stopping or stopped[0]
+    elif missing:
         codes = ", ".join(str(p.exitcode) for p in procs if p.exitcode)
         merged.failure = merged.failure or f"{missing} replay worker(s) died (exit {codes or '?'}); results written so far are kept"
     return merged

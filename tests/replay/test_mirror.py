@@ -61,7 +61,12 @@ def test_mirror_sends_live_traffic_to_v2(pair: tuple, tmp_path: Path) -> None:
     host = ["-H", "Host: httpbin:8000"]
     netlab.curl([[*host, v1.url("/headers")], [*host, v1.url("/get?n=1")], [*host, v1.url("/status/418")],
                  [*host, "-X", "POST", "-d", "x=1", v1.url("/post")]])
-    time.sleep(1.5)  # a capture hands packets over within a second
+    # Mirrored live, while the capture runs (not at the stop): tcpdump hands packets over
+    # within a second, and each exchange is sent as it completes.
+    deadline = time.monotonic() + 8
+    while len(v2.records()) - before < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(v2.records()) - before == 3, "not mirrored while capturing"
     err = stop(proc)
     logged = v2.records()[before:]
     assert sorted((r.method, r.target) for r in logged) == [
@@ -116,3 +121,14 @@ def test_slow_shadow_drops_are_counted_and_capture_is_whole(pair: tuple, tmp_pat
     assert len(results) + dropped == n  # every exchange: a result or counted as dropped
     assert {r["error"] for r in results} == {"timeout"}
     assert len({r["id"] for r in results}) == len(results)
+
+
+def test_mirror_refuses_to_overwrite_a_recording(pair: tuple, tmp_path: Path) -> None:
+    ns1, _, _, v2 = pair
+    rec = tmp_path / "rec"
+    (rec / "exchanges").mkdir(parents=True)
+    (rec / "exchanges" / "part-00000.parquet").write_bytes(b"x")
+    p = subprocess.run([*netlab.shadowtap_argv(), "mirror", "-i", ns1.host_if, "--port", "8000", "-o", str(rec),
+                        "--target", v2.base_url], capture_output=True, text=True, timeout=30, cwd=netlab.REPO)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "already holds a recording" in p.stderr
+    assert (rec / "exchanges" / "part-00000.parquet").read_bytes() == b"x"

@@ -297,7 +297,7 @@ def test_seed_scenario_v1_capture_replayed_to_v2(lab: Lab, seed: Seed, tmp_path:
     assert b2000["body_len"] == 2000 and len(b2000["body"]) == 2000
 
     assert re.search(r"\b1 writes? not sent \(POST 1\b", d.stderr), d.stderr
-    sent_log = (rec / "results" / "shadow" / "sent.log").read_text().split()
+    sent_log = (rec / "results" / "shadow" / "_sent.log").read_text().split()
     assert sorted(sent_log) == sorted(safe)
     manifest = json.loads((rec / "manifest.json").read_text())
     assert manifest["replay"]["targets"]["shadow"]["sent"] == 5
@@ -551,7 +551,7 @@ def test_resume_after_sigkill(lab: Lab, tmp_path: Path) -> None:
     target_of = {r["id"]: r["target"] for r in rows}
     args = [rec, "--target", lab.nginx.base_url, "--rate", "400"]
     at = mark(lab.nginx)
-    journal = rec / "results" / "shadow" / "sent.log"
+    journal = rec / "results" / "shadow" / "_sent.log"
     with open(tmp_path / "first.err", "wb") as err:
         proc = subprocess.Popen([*netlab.shadowtap_argv(), "replay", *map(str, args)], cwd=REPO,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,

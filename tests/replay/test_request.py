@@ -81,3 +81,12 @@ def test_latin1_round_trip() -> None:
     hs = [("Host", "h"), ("X-Name", "caf\xe9")]
     data, _ = build("GET", "/caf%C3%A9", "HTTP/1.1", hs, None, Edits())
     assert b"X-Name: caf\xe9\r\n" in data
+
+
+def test_absolute_form_target_gets_the_rule_too() -> None:
+    data, host = build("GET", "http://httpbin:8000/get?x=1", "HTTP/1.1", [("Host", "httpbin:8000")], None, Edits())
+    assert data.startswith(b"GET http://httpbin-shadow:8000/get?x=1 HTTP/1.1\r\nHost: httpbin-shadow:8000\r\n")
+    data, _ = build("GET", "HTTP://a", "HTTP/1.1", [], None, Edits(HostRule("literal", "b")))
+    assert data.startswith(b"GET HTTP://b HTTP/1.1\r\n")
+    data, _ = build("GET", "http://a:1/", "HTTP/1.1", [], None, Edits(HostRule("keep")))
+    assert data.startswith(b"GET http://a:1/ HTTP/1.1\r\n")
