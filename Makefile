@@ -38,6 +38,7 @@ fixtures: apt venv
 bench: apt venv
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/capture.py
+	$(BIN)/python bench/replay.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache capture/*.so *__mypyc*.so
