@@ -145,11 +145,12 @@ def table_line(ex: Exchange) -> str:
 def _progress() -> Any:
     if not sys.stderr.isatty():
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                     TextColumn("{task.fields[exchanges]} exchanges"), TimeRemainingColumn(),
-                    transient=True)
+                    transient=True, console=Console(stderr=True))  # stdout may be --jsonl -
 
 
 def cmd_extract(args: argparse.Namespace) -> int:

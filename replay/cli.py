@@ -382,8 +382,11 @@ class Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
         from rich.progress import Progress as RichProgress
 
+        from rich.console import Console
+
         self.p = RichProgress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=True)
+                              TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=True,
+                              console=Console(stderr=True))  # stdout is for data
         self.task = self.p.add_task("replay", total=total or None, status="")
         self.p.start()
 

@@ -320,6 +320,27 @@ def test_seed_scenario_v1_capture_replayed_to_v2(lab: Lab, seed: Seed, tmp_path:
     assert read_results(rec, "shadow") and len(read_results(rec, "shadow")) == 5  # untouched
 
 
+@pytest.mark.timeout(90)
+def test_baseline_and_several_targets_get_the_same_sample(lab: Lab, seed: Seed, tmp_path: Path) -> None:
+    """--baseline (a second copy of the primary, for analyze's noise) and a second named
+    target receive exactly the requests the shadow does, each recorded under its own name."""
+    rec = extract(seed.pcap, tmp_path / "rec")
+    at = {s.port: mark(s) for s in (lab.v2, lab.slow, lab.nginx)}
+    d = replay(rec, "--target", lab.v2.base_url, "--target", f"other={lab.nginx.base_url}",
+               "--baseline", lab.slow.base_url, "--percent", "60", "--seed", "b")
+    assert d.code == 0, d.stderr
+    ids = {name: sorted(r["id"] for r in read_results(rec, name)) for name in ("shadow", "other", "baseline")}
+    assert ids["shadow"] and ids["shadow"] == ids["other"] == ids["baseline"], ids
+    n = len(ids["shadow"])
+    assert len(logged_since(lab.v2, at[lab.v2.port], expect=n)) == n
+    assert len(logged_since(lab.slow, at[lab.slow.port], expect=n)) == n
+    assert len(logged_since(lab.nginx, at[lab.nginx.port], expect=n)) == n
+    base = {r["id"]: r for r in read_results(rec, "baseline")}
+    assert {r["host"] for r in base.values()} == {"httpbin-shadow:8000"}  # the same request everywhere
+    targets = json.loads((rec / "manifest.json").read_text())["replay"]["targets"]
+    assert set(targets) == {"shadow", "other", "baseline"} and all(t["sent"] == n for t in targets.values())
+
+
 # ------------------------------------------------------------------------------------------
 # 2. What the shadow is told, as the real server echoes it
 
@@ -656,3 +677,32 @@ def test_bad_input(tmp_path: Path, case: str) -> None:
         line = stderr_error_line(d)
         assert {"missing": "nope", "not_a_recording": "not a recording", "ftp": "ftp://x"}[case] in line, line
     assert not (rec / "results").exists() or not any((rec / "results").rglob("part-*.parquet"))
+
+
+@pytest.mark.timeout(60)
+def test_progress_on_a_terminal(lab: Lab, tmp_path: Path) -> None:
+    """On a terminal the run shows a live line (sent, responses, errors, lag) and still ends
+    with the same summary; the line is gone when it ends."""
+    import pty
+
+    rec = tmp_path / "rec"
+    gets(rec, [f"/small.txt?tty={i}" for i in range(300)])
+    master, slave = pty.openpty()
+    argv = [*netlab.shadowtap_argv(), "replay", str(rec), "--target", lab.nginx.base_url, "--rate", "300"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(10) == 0
+    text = out.decode(errors="replace")
+    assert "sent " in text and "responses " in text and "lag " in text, text[-2000:]
+    assert "300 requests, 300 responses" in text
