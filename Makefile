@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PKGS := tshark tcpdump nginx-light wrk curl iproute2
+APT_PKGS := tshark tcpdump nginx-light wrk curl iproute2 chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: test demo apt venv bench clean fixtures

@@ -1,0 +1,95 @@
+"""The two passes and the gate, on synthetic pairs (the seeded test runs real servers)."""
+import json
+import uuid
+from typing import Any
+
+from analyze.analysis import Analyzer, Thresholds, verdict
+from analyze.diff import Rules
+from analyze.endpoints import Endpoints
+
+JSON = [{"name": "Content-Type", "value": "application/json"}]
+
+
+def ex(i: int, target: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    return {"id": f"c-{i}", "method": "GET", "target": target, "client": "10.0.0.9:5555", "status": status,
+            "req_headers": [{"name": "Host", "value": "svc:8000"}], "req_body": None,
+            "resp_headers": JSON, "resp_body": json.dumps(body).encode(), "t_req_start": 100.0, "t_resp_end": 100.01}
+
+
+def res(i: int, body: dict[str, Any] | None, status: int = 200, error: str | None = None, ms: float = 10) -> dict[str, Any]:
+    return {"id": f"c-{i}", "host": "svc-shadow:8000", "status": None if error else status, "error": error,
+            "headers": None if error else JSON, "body": None if body is None else json.dumps(body).encode(),
+            "t_send": 200.0, "t_end": 200.0 + ms / 1000}
+
+
+def run(pairs: list[tuple[dict, dict | None, dict | None]], baseline: bool, **t: float) -> dict[str, Any]:
+    th = Thresholds(**t)
+    a = Analyzer(Rules(), Endpoints(), baseline, th)
+    for e, s, b in pairs:
+        a.add(e, s, b)
+    r = a.report()
+    r["verdict"], r["reasons"] = verdict(r, th)
+    return r
+
+
+def by_endpoint(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["endpoint"]: e for e in r["endpoints"]}
+
+
+def fields(e: dict[str, Any]) -> dict[str, str]:
+    return {f["path"]: f["classification"] for f in e["fields"]}
+
+
+def scenario() -> list[tuple[dict, dict | None, dict | None]]:
+    pairs = []
+    for i in range(100):
+        u = {"id": i, "name": f"u{i}", "request_id": str(uuid.uuid4()), "host": "svc:8000"}
+        primary = ex(i, f"/users/{i}", u)
+        shadow = dict(u, request_id=str(uuid.uuid4()), host="svc-shadow:8000")
+        if i % 10 == 0:
+            shadow["name"] = "changed"  # a real regression on 10 % of the answers
+        base = dict(u, request_id=str(uuid.uuid4()), host="svc-shadow:8000")
+        pairs.append((primary, res(i, shadow, 500 if i == 5 else 200), res(i, base)))
+    for i in range(100, 110):
+        pairs.append((ex(i, "/health", {"ok": True}), res(i, None, error="timeout"), res(i, {"ok": True})))
+    pairs.append((ex(200, "/never", {"a": 1}), None, None))
+    return pairs
+
+
+def test_with_a_baseline_diffy_separates_change_noise_and_artifacts() -> None:
+    r = run(scenario(), baseline=True)
+    users = by_endpoint(r)["GET /users/{id}"]
+    assert fields(users) == {"body.name": "change", "status": "change", "body.request_id": "noise",
+                             "body.host": "artifact"}
+    assert (users["requests"], users["sampled"], users["replayed"], users["errors"]) == (100, 100, 100, 0)
+    assert users["different"] == 11 and users["noise"] == 89 and users["identical"] == 0
+    assert users["status_transitions"] == {"200->500": 1}
+    health = by_endpoint(r)["GET /health"]
+    assert health["errors"] == 10 and health["error_rate"] == 1.0 and health["replayed"] == 0
+    never = by_endpoint(r)["GET /never"]
+    assert never["sampled"] == 0 and never["requests"] == 1
+    assert r["verdict"] == "fail"
+    assert any(x.startswith("GET /users/{id}: 11.0% of answers differ") for x in r["reasons"])
+    assert any("10 of 110 replayed requests failed" in x for x in r["reasons"])
+
+
+def test_without_a_baseline_volatile_values_are_probable_noise() -> None:
+    r = run(scenario(), baseline=False)
+    users = by_endpoint(r)["GET /users/{id}"]
+    assert fields(users)["body.request_id"] == "probable_noise"
+    assert fields(users)["body.name"] == "change" and fields(users)["body.host"] == "artifact"
+
+
+def test_identical_shadow_passes() -> None:
+    pairs = [(ex(i, f"/items/{i}", {"i": i}), res(i, {"i": i}), None) for i in range(50)]
+    r = run(pairs, baseline=False)
+    assert r["verdict"] == "pass" and r["totals"]["identical"] == 50 and r["reasons"] == []
+
+
+def test_slower_p99_fails_the_gate() -> None:
+    pairs = [(ex(i, "/slow", {"i": i}), res(i, {"i": i}, ms=50), res(i, {"i": i}, ms=10)) for i in range(30)]
+    r = run(pairs, baseline=True)
+    lat = by_endpoint(r)["GET /slow"]["latency"]
+    assert lat["shadow"]["p99"] == 50.0 and lat["baseline"]["p99"] == 10.0 and lat["p99_increase"] == 4.0
+    assert r["verdict"] == "fail" and "p90 latency +400% against the baseline (+40 ms" in r["reasons"][0]
+    assert lat["judged"] == {"percentile": "p90", "samples": 30, "against": "baseline", "increase": 4.0, "delta_ms": 40.0}
