@@ -9,7 +9,10 @@ def _pct(x: float) -> str:
 
 
 def _cell(v: Any) -> str:
-    s = str(v) if v is not None else ""
+    """A value as JSON (so that 26 and "26" read differently), cut to fit a table cell."""
+    import json
+
+    s = json.dumps(v, ensure_ascii=False, default=str) if v is not None else "(absent)"
     s = s.replace("|", "\\|").replace("\n", " ")
     return s if len(s) <= 60 else s[:57] + "…"
 
@@ -27,11 +30,12 @@ def render_markdown(r: dict[str, Any]) -> str:
     out.append(f"{t['replayed']} of {t['requests']} requests replayed and compared: {t['identical']} identical, "
                f"**{t['different']} different**, {t['noise']} noise, {t['artifacts']} mirroring artifacts, "
                f"{t['errors']} errors (diff rate {_pct(t['diff_rate'])}, error rate {_pct(t['error_rate'])}).")
-    out += ["", "| endpoint | replayed | different | noise | artifacts | errors | status changes | p99 primary → shadow |",
+    ref = "baseline" if r.get("baseline") else "primary"
+    out += ["", f"| endpoint | replayed | different | noise | artifacts | errors | status changes | p99 {ref} → shadow |",
             "|---|---:|---:|---:|---:|---:|---|---|"]
     for e in r["endpoints"]:
         lat = e["latency"]
-        p, s = lat.get("primary") or {}, lat.get("shadow") or {}
+        p, s = lat.get(ref) or {}, lat.get("shadow") or {}
         trans = ", ".join(f"{k}: {v}" for k, v in e["status_transitions"].items())
         out.append(f"| `{e['endpoint']}` | {e['replayed']} | {e['different']} | {e['noise']} | {e['artifacts']} | "
                    f"{e['errors']} | {trans} | {p.get('p99', '-')} → {s.get('p99', '-')} ms |")
