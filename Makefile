@@ -26,11 +26,11 @@ apt:
 test: apt venv
 	$(BIN)/pytest -q tests
 
-# The main job on the bundled example: a real capture of curl talking to httpbin (fixtures/).
-demo: venv
-	@rm -rf demo-out && mkdir -p demo-out
-	$(BIN)/shadowtap extract fixtures/httpbin_curl.pcap -o demo-out/rec --har demo-out/httpbin.har --table -
-	@echo "recording: demo-out/rec (Parquet parts + manifest.json); HAR: demo-out/httpbin.har"
+# The main job, played on this machine: Istio's mirroring task with real servers (httpbin v1 and
+# v2 in network namespaces, capture, extract, replay, show, analyze; then a changed v2 that must
+# fail). Root for the namespaces and the capture. Recordings and reports in demo-out/.
+demo: apt venv
+	$(BIN)/shadowtap demo --out demo-out
 
 fixtures: apt venv
 	$(BIN)/python fixtures/make_fixtures.py

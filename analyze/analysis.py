@@ -24,7 +24,11 @@ MAX_EXAMPLES = 3  # per field
 MAX_FULL_EXAMPLES = 100  # side-by-side examples kept for the report
 MIN_LATENCY_SAMPLES = 10  # an endpoint's latency is judged from this many answers up
 P99_SAMPLES = 100  # below this many, p99 is one or two outliers: the gate judges p90 instead
-LATENCY_FLOOR_MS = 5.0  # an increase smaller than this is jitter, whatever its percentage
+LATENCY_FLOOR_MS = 5.0  # against a baseline: an increase smaller than this is jitter
+# Against the primary (no baseline) the two sides are measured differently: the primary on the
+# wire at capture, the shadow inside the replayer, which queues at its own concurrency. Only a
+# clear slowdown counts then.
+LATENCY_FLOOR_NO_BASELINE_MS = 25.0
 
 
 @dataclass
@@ -96,7 +100,8 @@ class Analyzer:
             row["outcome"] = "unpaired"  # the primary's answer was not captured
             self.problems["exchanges without the primary's answer (not compared)"] += 1
             return
-        req_headers = [(h["name"], h["value"]) for h in ex.get("req_headers") or []]
+        req_headers = [(h["name"], h["value"]) if isinstance(h, dict) else (h[0], h[1])
+                       for h in ex.get("req_headers") or []]
         client_ip = (ex.get("client") or "").rpartition(":")[0].strip("[]") or None
         host = HostRewrite(header(req_headers, "host"), shadow.get("host"), client_ip)
         primary = self._answer(ex.get("status"), ex.get("resp_headers"), ex.get("resp_body"), ep, "primary")
@@ -111,7 +116,7 @@ class Analyzer:
             fs.raw += 1
             if d.artifact:
                 fs.artifacts += 1
-            elif volatile(d.a) and volatile(d.b) or _volatile_text(d):
+            elif _volatile_pair(d.a, d.b) or _volatile_text(d):
                 fs.volatile += 1
             if len(fs.examples) < MAX_EXAMPLES and not d.artifact:
                 fs.examples.append({"id": ex["id"], "primary": redact.path_value(d.path, _jsonable(d.a)),
@@ -234,6 +239,14 @@ class Analyzer:
                 "problems": [f"{k} ({v})" for k, v in sorted(self.problems.items())]}
 
 
+def _volatile_pair(a: Any, b: Any) -> bool:
+    """Both values volatile, or one volatile and the other absent (the field is missing from
+    an answer of another shape, such as an error: the status says that part)."""
+    if a is None and b is None:
+        return False
+    return (a is None or volatile(a)) and (b is None or volatile(b))
+
+
 def _volatile_text(d: Diff) -> bool:
     """A text line that differs only by volatile tokens (a timestamp in a log line, …)."""
     if not (isinstance(d.a, str) and isinstance(d.b, str)) or not d.path == "body":
@@ -271,7 +284,8 @@ def verdict(report: dict[str, Any], t: Thresholds) -> tuple[str, list[str]]:
             reasons.append(f"{e['endpoint']}: {e['diff_rate']:.1%} of answers differ (max {t.max_diff_rate:.2%})"
                            + (f", first in {top}" if top else ""))
         j = e["latency"].get("judged")
-        if j and j["increase"] is not None and j["increase"] > t.max_p99_increase and j["delta_ms"] >= LATENCY_FLOOR_MS:
+        floor = LATENCY_FLOOR_MS if j and j["against"] == "baseline" else LATENCY_FLOOR_NO_BASELINE_MS
+        if j and j["increase"] is not None and j["increase"] > t.max_p99_increase and j["delta_ms"] >= floor:
             note = "" if j["percentile"] == "p99" else f"; {j['samples']} answers are too few to judge a p99"
             reasons.append(f"{e['endpoint']}: {j['percentile']} latency {j['increase']:+.0%} against the "
                            f"{j['against']} (+{j['delta_ms']:.0f} ms; max +{t.max_p99_increase:.0%}{note})")

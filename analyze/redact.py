@@ -11,7 +11,7 @@ from typing import Any
 MASK = "[redacted]"
 _SECRET_NAMES = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
                            "api-key", "apikey", "x-auth-token", "x-csrf-token", "x-xsrf-token"))
-_SECRET_PART = re.compile(r"token|secret|passw|api[-_]?key|session|credential", re.IGNORECASE)
+_SECRET_PART = re.compile(r"token|secret|passw|api[-_]?key|session", re.IGNORECASE)
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 

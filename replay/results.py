@@ -90,6 +90,12 @@ def target_dir(rec: Path, target: str) -> Path:
     return rec / "results" / target
 
 
+def private_target_dir(rec: Path, target: str) -> Path:
+    """results/ and results/<target>/, both owner-only (mkdir's mode reaches the leaf only)."""
+    private_dir(rec / "results")
+    return private_dir(target_dir(rec, target))
+
+
 class ResultParts:
     """Numbered, atomically written parts for one target (the rename makes a part visible).
     `tag` keeps the names of concurrent writers (replay's worker processes) apart."""
@@ -182,7 +188,7 @@ def lock_results(rec: Path, names: Iterable[str]) -> list[int]:
 
     fds: list[int] = []
     for name in names:
-        d = private_dir(target_dir(rec, name))
+        d = private_target_dir(rec, name)
         fd = os.open(d / "_lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -91,3 +91,60 @@ def test_not_the_json_it_says_and_a_bomb() -> None:
     bomb = gzip.compress(b"\0" * (40 << 20))
     body = read(bomb, [("Content-Encoding", "gzip")])
     assert body.kind == "bytes" and body.problem and "too_large" in body.problem
+
+
+def test_the_walk_finds_what_deepdiff_finds() -> None:
+    """Random documents and random edits: the same paths as DeepDiff's (without ignore_order),
+    which is what the field counts and the benchmark's findings rest on."""
+    import random
+
+    from deepdiff import DeepDiff
+
+    from analyze.diff import _walk, json_path
+
+    rng = random.Random(7)
+
+    def doc(depth: int = 0) -> object:
+        r = rng.random()
+        if depth > 3 or r < 0.3:
+            return rng.choice([1, 2, 1.5, "a", "b", True, False, None, 0, ""])
+        if r < 0.65:
+            return {rng.choice("abcdef"): doc(depth + 1) for _ in range(rng.randint(0, 4))}
+        return [doc(depth + 1) for _ in range(rng.randint(0, 4))]
+
+    def edit(v: object) -> object:
+        if isinstance(v, dict) and v and rng.random() < 0.7:
+            k = rng.choice(list(v))
+            w = dict(v)
+            op = rng.random()
+            if op < 0.3:
+                del w[k]
+            elif op < 0.5:
+                w["z"] = doc()
+            else:
+                w[k] = edit(v[k])
+            return w
+        if isinstance(v, list) and v and rng.random() < 0.7:
+            w = list(v)
+            op = rng.random()
+            if op < 0.3:
+                w.pop(rng.randrange(len(w)))
+            elif op < 0.5:
+                w.append(doc())
+            else:
+                i = rng.randrange(len(w))
+                w[i] = edit(w[i])
+            return w
+        return doc()
+
+    checked = 0
+    for _ in range(400):
+        a = doc()
+        b = edit(a)
+        mine: list = []
+        _walk(a, b, "body", mine, Rules(), NOHOST)
+        tree = DeepDiff(a, b, view="tree", threshold_to_diff_deeper=0)  # always field by field
+        theirs = {json_path(level.path(output_format="list")) for levels in tree.values() for level in levels}
+        assert {d.path for d in mine} == theirs, (a, b)
+        checked += bool(theirs)
+    assert checked > 200

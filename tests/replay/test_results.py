@@ -39,3 +39,22 @@ def test_journal_survives_a_cut_line_and_stays_out_of_parquet_readers(tmp_path: 
     ResultParts(d).write([Result("c-0", "shadow", status=200)])
     # pandas/pyarrow read the directory as a dataset: the journal's leading _ keeps it out
     assert pq.read_table(d).column("id").to_pylist() == ["c-0"]
+
+
+def test_lock_is_exclusive_and_the_results_tree_private(tmp_path: Path) -> None:
+    import pytest
+
+    from replay.results import Busy, lock_results
+
+    rec = tmp_path / "rec"
+    fds = lock_results(rec, ["shadow", "baseline"])
+    assert (rec / "results").stat().st_mode & 0o777 == 0o700
+    assert (rec / "results" / "shadow").stat().st_mode & 0o777 == 0o700
+    with pytest.raises(Busy):
+        lock_results(rec, ["baseline"])
+    for fd in fds:
+        import os
+
+        os.close(fd)
+    for fd in lock_results(rec, ["baseline"]):
+        os.close(fd)
