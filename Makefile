@@ -39,6 +39,7 @@ bench: apt venv
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/analyze.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache capture/*.so *__mypyc*.so
