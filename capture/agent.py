@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any
 
+from .cli import positive
 from .engines import CaptureOptions, EngineError, EngineProcess, build_filter, first_name, make_engine, which_engine
 from .errors import UserError
 from .follow import Follower
@@ -32,16 +33,6 @@ DISK_RESERVE = 1 << 20  # stop while this much is still free: capture.json must 
 STOP_SETTLE = 1.2  # s: libpcap hands a ring block over when full or 1 s old
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-        return v
-    return parse
 
 
 def register(sub: Any) -> None:
@@ -67,23 +58,23 @@ def add_capture_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", action="append", default=[], metavar="H",
                    help="the service's address (builds `tcp and host H`; repeatable)")
     p.add_argument("expression", nargs="*", metavar="BPF", help="extra filter, ANDed (passed as one argument)")
-    p.add_argument("-C", type=_positive(int), metavar="MB", dest="size_mb",
+    p.add_argument("-C", type=positive(int), metavar="MB", dest="size_mb",
                    help="rotate when a file exceeds MB million bytes (tcpdump -C)")
-    p.add_argument("-G", type=_positive(int), metavar="SECONDS", dest="seconds",
+    p.add_argument("-G", type=positive(int), metavar="SECONDS", dest="seconds",
                    help="rotate at the first packet SECONDS after a file was opened (tcpdump -G)")
-    p.add_argument("-W", type=_positive(int), metavar="FILES", dest="ring",
+    p.add_argument("-W", type=positive(int), metavar="FILES", dest="ring",
                    help="keep only the newest FILES files (a ring; needs -C or -G)")
     p.add_argument("-s", type=int, default=262144, metavar="SNAPLEN", dest="snaplen",
                    help="bytes kept per packet (default and 0: 262144)")
-    p.add_argument("-B", type=_positive(int), default=32768, metavar="KIB", dest="buffer_kib",
+    p.add_argument("-B", type=positive(int), default=32768, metavar="KIB", dest="buffer_kib",
                    help="kernel capture buffer in KiB (default 32768)")
     p.add_argument("--pcapng", action="store_true", help="write pcapng (scapy engine)")
-    p.add_argument("--duration", type=_positive(float), metavar="S", help="stop after S seconds")
-    p.add_argument("--count", type=_positive(int), metavar="N", help="stop after N packets")
+    p.add_argument("--duration", type=positive(float), metavar="S", help="stop after S seconds")
+    p.add_argument("--count", type=positive(int), metavar="N", help="stop after N packets")
     p.add_argument("-Z", dest="user", metavar="USER", help="drop root to USER once the capture is open")
     ns = p.add_mutually_exclusive_group()
     ns.add_argument("--netns", metavar="NAME", help="capture inside the named network namespace")
-    ns.add_argument("--pid", type=_positive(int), metavar="PID",
+    ns.add_argument("--pid", type=positive(int), metavar="PID",
                     help="capture inside the network namespace of process PID (a pod's container)")
     p.add_argument("--engine", choices=("tcpdump", "scapy"),
                    help="tcpdump (default where installed) or scapy (pure Python)")

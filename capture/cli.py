@@ -41,6 +41,19 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64M)") from None
 
 
+def positive(kind: type) -> Any:
+    """An argparse type: a number of `kind` above zero."""
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        return v
+    return parse
+
+
 # -- extract ----------------------------------------------------------------------------
 def register_extract(sub: Any) -> None:
     p = sub.add_parser(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from capture.cli import _size, version
+from capture.cli import positive
 from capture.errors import UserError
 from capture.recording import count_exchanges, is_recording, write_manifest
 
@@ -32,16 +33,6 @@ def _percent(text: str) -> float:
     return v
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-        return v
-    return parse
 
 
 _TCHAR = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -113,9 +104,9 @@ def add_sending_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--drop-header", action="append", default=[], type=_name, metavar="K",
                    help="remove a header (repeatable)")
     s = p.add_argument_group("sending")
-    s.add_argument("--concurrency", type=_positive(int), default=10, metavar="N",
+    s.add_argument("--concurrency", type=positive(int), default=10, metavar="N",
                    help="connections per target at most (default 10)")
-    s.add_argument("--timeout", type=_positive(float), default=10.0, metavar="S",
+    s.add_argument("--timeout", type=positive(float), default=10.0, metavar="S",
                    help="seconds for each request, connecting included (default 10); no retries")
     s.add_argument("--discard", action="store_true",
                    help="keep status and timing only, not headers and bodies (Istio's fire and forget)")
@@ -139,11 +130,11 @@ def register(sub: Any) -> None:
     pc = p.add_argument_group("pacing (an absolute schedule from the first request)")
     pc.add_argument("--pace", choices=("captured", "fast"), default="captured",
                     help="captured: as the requests came (default); fast: no waiting")
-    pc.add_argument("--speed", type=_positive(float), default=1.0, metavar="X",
+    pc.add_argument("--speed", type=positive(float), default=1.0, metavar="X",
                     help="with --pace captured: X times as fast")
-    pc.add_argument("--rate", type=_positive(float), metavar="R", help="a fixed R requests per second instead")
-    p.add_argument("--limit", type=_positive(int), metavar="N", help="read at most N exchanges")
-    p.add_argument("--workers", type=_positive(int), metavar="N",
+    pc.add_argument("--rate", type=positive(float), metavar="R", help="a fixed R requests per second instead")
+    p.add_argument("--limit", type=positive(int), metavar="N", help="read at most N exchanges")
+    p.add_argument("--workers", type=positive(int), metavar="N",
                    help="sending processes, sharing --concurrency (default: one per core, up to 4, for "
                    "--pace fast over 50,000 exchanges or more; else 1)")
     p.set_defaults(func=cmd_replay)

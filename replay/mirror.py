@@ -29,7 +29,7 @@ from capture.recording import ExchangeWriter, is_recording, private_dir, write_m
 from capture.status import prepare_directory
 
 from .cli import add_sending_options, exit_code, finish, planner_of, summarize, targets_of
-from .plan import Captured, Planner
+from .plan import Captured, Planner, count_skip
 from .results import Busy, lock_results
 from .runner import Options, Run
 from .schedule import Pacer
@@ -113,9 +113,7 @@ class MirrorStream:
             c = captured(ex)
             skip = self.planner.admit(c)
             if skip is not None:
-                self.skips[skip.reason] += 1
-                if skip.reason == "write":
-                    self.skipped_writes[skip.method or "?"] += 1
+                count_skip(skip, self.skips, self.skipped_writes)
                 continue
             try:
                 self.queue.put_nowait(c)

@@ -18,6 +18,7 @@ Skip reasons, in the order they are decided:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
@@ -84,6 +85,13 @@ class Skip:
 
 
 Decision = Union[Job, Skip]
+
+
+def count_skip(skip: Skip, reasons: "Counter[str]", writes: "Counter[str]") -> None:
+    """Tally a skip for the summary: by reason, and writes by method (they are named there)."""
+    reasons[skip.reason] += 1
+    if skip.reason == "write":
+        writes[skip.method or "?"] += 1
 
 
 class Planner:

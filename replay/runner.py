@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from .client import Pool, Target
-from .plan import COLUMNS, Captured, Job, Planner
+from .plan import COLUMNS, Captured, Job, Planner, count_skip
 from .results import Journal, Result, ResultParts, read_journal, recorded_ids, target_dir
 from .schedule import Pacer, in_time_order
 
@@ -154,9 +154,7 @@ class Feeder(threading.Thread):
             self.read += 1
             skip = self.planner.admit(c)
             if skip is not None:
-                self.skips[skip.reason] += 1
-                if skip.reason == "write":
-                    self.skipped_writes[skip.method or "?"] += 1
+                count_skip(skip, self.skips, self.skipped_writes)
                 continue
             yield c
             if self.stop.is_set():
@@ -286,7 +284,7 @@ class Run:
         self.rec = rec
         self.shard = shard  # which requests this process sends, of those it reads
         self.gate = gate
-        self.tag = tag  # names this process's parts and journal apart from other workers\
+        self.tag = tag  # names this process's parts and journal apart from other workers
         self.targets = targets
         self.source = source
         self.planner = planner
