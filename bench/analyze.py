@@ -63,15 +63,12 @@ import os
 import platform
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +76,8 @@ REPO = Path(__file__).resolve().parent.parent
 # This file is bench/analyze.py and bench/capture.py exists: with bench/ on sys.path (it is the
 # script's directory) they would shadow the packages `analyze` and `capture`. The repo root only.
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (REPO, REPO / "bench")]
+
+from bench.timing import Run, run_timed  # noqa: E402  (needs the repo root on sys.path first)
 
 OUT = REPO / "bench" / "out"
 DEFAULT_N = 200_000
@@ -406,69 +405,12 @@ def ensure_recording(args: argparse.Namespace) -> tuple[Path, dict[str, Any], bo
     argv = [sys.executable, str(Path(__file__).resolve()), "--_make", str(rec), "--pairs", str(args.pairs),
             "--seed", str(args.seed), "--diff-rate", str(args.diff_rate)] + (["--reformat"] if args.reformat else [])
     print(f"  making the recording ({args.pairs:,} pairs): {rec.relative_to(REPO)}", file=sys.stderr)
-    run = run_timed(argv, args.timeout)
+    run = run_timed(argv, args.timeout, cwd=REPO)
     return rec, json.loads(meta_path.read_text()), False
 
 
 # --------------------------------------------------------------------------------------------
 # Child processes
-
-
-@dataclass
-class Run:
-    """One timed child: wall seconds, CPU seconds and peak RSS (its rusage), and what it said."""
-
-    argv: list[str]
-    seconds: float
-    cpu_s: float
-    max_rss_mib: float
-    returncode: int
-    parent_rss_mib: float  # this script's RSS when it started the child: the floor of max_rss_mib
-    stdout: str = field(repr=False, default="")
-    stderr: str = field(repr=False, default="")
-
-
-def run_timed(argv: Sequence[str], timeout: float, ok: Sequence[int] = (0,)) -> Run:
-    """Run ``argv`` in its own session; wall time and rusage via ``os.wait4``. A watchdog kills
-    the child's group (by its PID) after ``timeout`` seconds. An exit code not in ``ok`` raises
-    with the tail of its stderr."""
-    parent_rss = _own_rss_mib()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True, cwd=REPO)
-        timer = threading.Timer(timeout, lambda: _kill_group(proc.pid))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:  # Ctrl-C: the child has its own session, so it must be told
-            _kill_group(proc.pid)
-            os.waitpid(proc.pid, 0)
-            raise
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
-        out.seek(0)
-        err.seek(0)
-        run = Run(list(argv), seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0,
-                  proc.returncode, parent_rss, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
-    if run.returncode not in ok:
-        raise RuntimeError(f"{' '.join(argv)} exited {run.returncode} after {seconds:.1f}s: {run.stderr[-2000:]}")
-    return run
-
-
-def _own_rss_mib() -> float:
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def shadowtap() -> list[str]:
@@ -555,7 +497,7 @@ def driver_main(cli_argv: list[str], ids_out: Path) -> int:
 def timed_analysis(kind: str, argv: list[str], report: Path, ids: Path | None, pairs: int,
                    args: argparse.Namespace) -> dict[str, Any]:
     print(f"  {kind}: {' '.join(argv)}", file=sys.stderr)
-    runs = [run_timed(argv, args.timeout, ok=(0, 1)) for _ in range(args.repeat)]  # 1: the verdict failed
+    runs = [run_timed(argv, args.timeout, ok=(0, 1), cwd=REPO) for _ in range(args.repeat)]  # 1: the verdict failed
     return summarize(kind, runs, report, ids, pairs)
 
 
@@ -675,7 +617,7 @@ def profile(argv: list[str], work: Path, args: argparse.Namespace) -> tuple[dict
     raw = work / "profile.txt"
     cmd = [exe, "record", "--format", "raw", "--nolineno", "-r", "200", "-o", str(raw), "--", *argv]
     print(f"  profile: {' '.join(cmd[:cmd.index('--')])} -- (the driver)", file=sys.stderr)
-    run = run_timed(cmd, args.timeout, ok=(0, 1))
+    run = run_timed(cmd, args.timeout, ok=(0, 1), cwd=REPO)
     stacks: list[tuple[list[str], int]] = []
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")

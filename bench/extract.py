@@ -27,7 +27,6 @@ Run: ``.venv/bin/python bench/extract.py`` (root: it creates a namespace). Resul
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
@@ -36,7 +35,6 @@ import platform
 import pstats
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -44,20 +42,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests import netlab  # noqa: E402  (needs the repo root on sys.path first)
+from bench.timing import Run, kill_group, run_timed  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 DEFAULT_SIZES = (1_000_000, 2_000_000)
 TSHARK_FIELDS = ("http.request.method", "http.request.uri", "http.response.code")
 SPEED_TARGET = 10.0  # shadowtap must be at least this many times faster than tshark
 RSS_FLAT = 0.20  # peak RSS may grow at most this much from the smallest to the largest capture
-_SUMMARY = re.compile(rb"extracted (\d+) exchanges from (\d+) packets")
+_SUMMARY = re.compile(r"extracted (\d+) exchanges from (\d+) packets")
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,49 +231,11 @@ def ensure_captures(sizes: Sequence[int], args: argparse.Namespace) -> dict[int,
 # Measuring a child process
 
 
-@dataclass
-class Run:
-    """One timed child: wall seconds, peak RSS (from the kernel's rusage) and what it said."""
-
-    seconds: float
-    max_rss_mib: float
-    returncode: int
-    stderr: bytes = field(repr=False, default=b"")
-
-
 def measure(argv: Sequence[str], timeout: float) -> Run:
-    """Run ``argv`` with stdout to /dev/null; wall time and ``ru_maxrss`` via ``os.wait4``.
-
-    A watchdog kills the child (by its PID; it leads its own session, so the kill reaches
-    nothing else) after ``timeout`` seconds, so no run can hang the benchmark.
-    """
-    with open(os.devnull, "wb") as devnull, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=devnull, stderr=err,
-                                start_new_session=True)
-        timer = threading.Timer(timeout, lambda: _kill_group(proc.pid))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:  # Ctrl-C: the child has its own session, so it must be told
-            _kill_group(proc.pid)
-            os.waitpid(proc.pid, 0)
-            raise
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
-        err.seek(0)
-        stderr = err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode} after {seconds:.1f}s: "
-                           f"{stderr.decode(errors='replace')[-2000:]}")
-    return Run(seconds, usage.ru_maxrss / 1024.0, proc.returncode, stderr)
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    """Run ``argv`` with stdout to /dev/null; wall time and ``ru_maxrss`` via ``os.wait4``
+    (``timing.run_timed``: a watchdog kills the child's group after ``timeout`` seconds, so no
+    run can hang the benchmark). A non-zero exit raises with the tail of its stderr."""
+    return run_timed(argv, timeout, keep_stdout=False)
 
 
 def shadowtap_argv(pcap: Path) -> list[str]:
@@ -298,7 +259,7 @@ def tshark_counts(pcap: Path, timeout: float) -> tuple[int, int, int]:
     lines = reqs = resps = 0
     proc = subprocess.Popen(tshark_argv(pcap), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    timer = threading.Timer(timeout, lambda: _kill_group(proc.pid))
+    timer = threading.Timer(timeout, lambda: kill_group(proc.pid))
     timer.start()
     try:
         assert proc.stdout is not None
@@ -313,7 +274,7 @@ def tshark_counts(pcap: Path, timeout: float) -> tuple[int, int, int]:
     finally:
         timer.cancel()
         if proc.poll() is None:  # interrupted while reading: stop it by its PID
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()

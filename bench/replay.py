@@ -52,11 +52,9 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -68,6 +66,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests import netlab  # noqa: E402  (needs the repo root on sys.path first)
+from bench.timing import run_timed  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 PORT = 80
@@ -88,68 +87,6 @@ _READ = re.compile(r"replay: (\d+) exchanges read: (.*)")
 
 # --------------------------------------------------------------------------------------------
 # Child processes
-
-
-@dataclass
-class Run:
-    """One timed child: wall seconds, CPU seconds and peak RSS (its rusage), and what it said."""
-
-    argv: list[str]
-    seconds: float
-    cpu_s: float
-    max_rss_mib: float
-    returncode: int
-    parent_rss_mib: float  # this script's RSS when it started the child: the floor of max_rss_mib
-    stdout: str = field(repr=False, default="")
-    stderr: str = field(repr=False, default="")
-
-
-def run_timed(argv: Sequence[str], timeout: float, env: dict[str, str] | None = None, check: bool = True) -> Run:
-    """Run ``argv`` in its own session; wall time and rusage via ``os.wait4``.
-
-    A watchdog kills the child's group (by its PID) after ``timeout`` seconds, so no run can
-    hang the benchmark. With ``check``, a non-zero exit raises with the tail of its stderr;
-    without, the caller reports it (a replay that fails is a finding, not a crash).
-    """
-    parent_rss = _own_rss_mib()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True, cwd=REPO, env=env)
-        timer = threading.Timer(timeout, lambda: _kill_group(proc.pid))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:  # Ctrl-C: the child has its own session, so it must be told
-            _kill_group(proc.pid)
-            os.waitpid(proc.pid, 0)
-            raise
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, not by Popen
-        out.seek(0)
-        err.seek(0)
-        run = Run(list(argv), seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0,
-                  proc.returncode, parent_rss, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
-    if check and run.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {run.returncode} after {seconds:.1f}s: {run.stderr[-2000:]}")
-    return run
-
-
-def _own_rss_mib() -> float:
-    """This process's resident set now (Linux): a child's ru_maxrss is at least this much,
-    because exec records the hiwater mark of the memory it replaces, which a fork copied."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def shadowtap() -> list[str]:
@@ -322,7 +259,7 @@ def capture_recording(ns: netlab.NetNS, server: netlab.Server, work: Path, args:
     argv = [*shadowtap(), "extract", str(pcap), "-o", str(rec)]
     info.extract_argv = argv
     print(f"  extract: {' '.join(argv)}", file=sys.stderr)
-    run = run_timed(argv, args.timeout)
+    run = run_timed(argv, args.timeout, cwd=REPO)
     info.extract_seconds = round(run.seconds, 2)
     info.extract_summary = next((ln for ln in run.stderr.splitlines() if ln.startswith("extracted ")), "")
     print(f"  extract: {info.extract_summary} in {run.seconds:.1f} s", file=sys.stderr)
@@ -586,7 +523,7 @@ def throughput(ns: netlab.NetNS, server: netlab.Server, work: Path, args: argpar
     argv = replay_argv(rec, base, "fast", "fast", args, args.requests, args.replay_arg)
     print(f"  replay: {' '.join(argv)}", file=sys.stderr)
     load0 = os.getloadavg()
-    run = run_timed(argv, args.timeout, check=False)
+    run = run_timed(argv, args.timeout, ok=None, cwd=REPO)
     log1 = settle_log(server.access_log)
     logged = log_counts(server.access_log, log0, log1)
     summary = parse_summary(run.stderr)
@@ -627,7 +564,7 @@ def run_wrk(wrk: list[str], server: netlab.Server, args: argparse.Namespace, whe
     print(f"  peer ({when} the replay): {' '.join(wrk)}", file=sys.stderr)
     w0 = settle_log(server.access_log)
     load = os.getloadavg()
-    wrun = run_timed(wrk, args.duration + 60, env=netlab.curl_env())
+    wrun = run_timed(wrk, args.duration + 60, cwd=REPO, env=netlab.curl_env())
     w1 = settle_log(server.access_log)
     w_req, w_secs, w_rps, w_err = _wrk_numbers(wrun.stdout)
     w_logged = log_counts(server.access_log, w0, w1)[0]
@@ -650,7 +587,7 @@ def pacing(server: netlab.Server, work: Path, args: argparse.Namespace) -> dict[
     log0 = settle_log(server.access_log)
     argv = replay_argv(rec, server.base_url, "paced", "captured", args, None)
     print(f"  pacing: {' '.join(argv)}", file=sys.stderr)
-    run = run_timed(argv, args.timeout, check=False)
+    run = run_timed(argv, args.timeout, ok=None, cwd=REPO)
     log1 = settle_log(server.access_log)
     logged = log_lines(server.access_log, log0, log1)
     summary = parse_summary(run.stderr)

@@ -258,7 +258,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 # -- front door -------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The front door. With `only`, just that subcommand's module is loaded: `shadowtap
+    capture` on a node must not pay for pandas and pyarrow, which analyze and replay import."""
     parser = argparse.ArgumentParser(
         prog="shadowtap",
         description="Test a new release against real production traffic, offline: "
@@ -268,16 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
     for ep in sorted(metadata.entry_points(group="shadowtap.commands"), key=lambda e: e.name):
-        if ep.name not in seen:
+        if ep.name not in seen and (only is None or ep.name == only):
             seen.add(ep.name)
             ep.load()(sub)
-    if "extract" not in seen:  # running from a source tree that was never installed
+    if "extract" not in seen and only in (None, "extract"):  # a source tree never installed
         register_extract(sub)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, if it is one (else every one is loaded, for
+    the help or the error that lists them)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    names = {ep.name for ep in metadata.entry_points(group="shadowtap.commands")} | {"extract"}
+    return first if first in names else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -185,7 +185,9 @@ def test_same_packets_as_tcpdump_and_clean_sigterm(lab: Lab, tmp_path: Path, age
     assert doc is not None and doc["state"] == "stopped" and doc["error"] is None
     assert not alive(doc["engine_pid"])
     got, want = packets(files(out)), packets([ref.path])
-    assert len(want) > 20 and got == want  # same packets, same order
+    # The same packets. Two sockets on one interface can see packets that different CPUs
+    # handled in a different order (seen once under full load), so order is not compared.
+    assert len(want) > 20 and sorted(got) == sorted(want)
     assert doc["packets"] == len(got) == doc["engine_captured"]
     assert doc["kernel"]["received"] >= len(got) and doc["kernel"]["dropped"] == 0
     assert [f["name"] for f in doc["files"]] == [p.name for p in files(out)]

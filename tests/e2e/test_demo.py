@@ -25,10 +25,9 @@ import pytest
 
 from tests import netlab
 
-pytestmark = [
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(os.geteuid() != 0, reason="the demo captures packets and makes network namespaces: root"),
-]
+# Root, as every test that captures or makes namespaces here: CI runs as root, so a missing
+# privilege fails loudly instead of skipping the project's main job.
+pytestmark = [pytest.mark.timeout(240)]
 
 BOUND = 150.0  # seconds: the issue asks for 2 minutes; CI machines get some slack
 STEPS = ["1. Before you begin", "2. Creating a default routing policy", "3. Mirroring traffic to v2",
