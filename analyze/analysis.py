@@ -46,7 +46,8 @@ class FieldStats:
     noise: int = 0
     artifacts: int = 0
     volatile: int = 0
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)  # real differences first
+    artifact_example: dict[str, Any] | None = None  # shown only when there is nothing else
 
 
 def _ms(a: float | None, b: float | None) -> float | None:
@@ -58,7 +59,8 @@ def _body_text(b: Body) -> str | None:
     if b.kind == "empty":
         return None
     if b.kind == "json":
-        return json.dumps(redact.value(b.value), indent=2, ensure_ascii=False)
+        text = json.dumps(redact.value(b.value), indent=2, ensure_ascii=False)
+        return text if len(text) <= 20000 else text[:20000] + f"\n… {len(text) - 20000} more characters"
     if b.kind == "text":
         return redact.text(b.raw[:20000].decode("utf-8", "replace"))
     return f"({len(b.raw)} bytes)"
@@ -71,7 +73,8 @@ class Analyzer:
         self.has_baseline = has_baseline
         self.t = thresholds
         self.rows: list[dict[str, Any]] = []  # one per exchange with a request: the pandas frame
-        self.pair_paths: dict[str, tuple[str, tuple[str, ...]]] = {}  # id -> (endpoint, differing paths)
+        # id -> (endpoint, its differences as (path, artifact, volatile))
+        self.pair_paths: dict[str, tuple[str, tuple[tuple[str, bool, bool], ...]]] = {}
         self.fields: dict[tuple[str, str], FieldStats] = defaultdict(FieldStats)
         self.noise_pairs: Counter[str] = Counter()  # per endpoint: primary/baseline pairs compared
         self.examples: dict[str, dict[str, Any]] = {}
@@ -104,26 +107,36 @@ class Analyzer:
                        for h in ex.get("req_headers") or []]
         client_ip = (ex.get("client") or "").rpartition(":")[0].strip("[]") or None
         host = HostRewrite(header(req_headers, "host"), shadow.get("host"), client_ip)
-        primary = self._answer(ex.get("status"), ex.get("resp_headers"), ex.get("resp_body"), ep, "primary")
-        other = self._answer(shadow.get("status"), shadow.get("headers"), shadow.get("body"), ep, "shadow")
+        cut = _CUT_FLAGS.intersection(ex.get("flags") or ())
+        if cut or shadow.get("error") == "too_large":  # bodies not whole: compare the rest only
+            self.problems[f"{ep}: bodies not compared, {'cut at capture (' + ', '.join(sorted(cut)) + ')' if cut else 'over --max-body at replay'}"] += 1
+            primary = self._answer(ex.get("status"), ex.get("resp_headers"), None, ep, "primary")
+            other = self._answer(shadow.get("status"), shadow.get("headers"), None, ep, "shadow")
+        else:
+            primary = self._answer(ex.get("status"), ex.get("resp_headers"), ex.get("resp_body"), ep, "primary")
+            other = self._answer(shadow.get("status"), shadow.get("headers"), shadow.get("body"), ep, "shadow")
         diffs = compare(primary, other, self.rules, host)
         self._problems(ep, primary, "primary")
         self._problems(ep, other, "shadow")
-        paths = tuple(d.path for d in diffs)
-        self.pair_paths[ex["id"]] = (ep, paths)
+        status_changed = primary.status != other.status
+        marked = []
         for d in diffs:
             fs = self.fields[(ep, d.path)]
             fs.raw += 1
+            vol = False
             if d.artifact:
                 fs.artifacts += 1
-            elif _volatile_pair(d.a, d.b) or _volatile_text(d):
-                fs.volatile += 1
-            if len(fs.examples) < MAX_EXAMPLES and not d.artifact:
-                fs.examples.append({"id": ex["id"], "primary": redact.path_value(d.path, _jsonable(d.a)),
-                                    "shadow": redact.path_value(d.path, _jsonable(d.b))})
-            elif not fs.examples:
-                fs.examples.append({"id": ex["id"], "primary": redact.path_value(d.path, _jsonable(d.a)),
-                                    "shadow": redact.path_value(d.path, _jsonable(d.b))})
+            else:
+                vol = d.volatile if d.volatile is not None else _volatile_pair(d.path, d.a, d.b, status_changed)
+                fs.volatile += vol
+            marked.append((d.path, d.artifact, vol))
+            example = {"id": ex["id"], "primary": redact.path_value(d.path, _jsonable(d.a)),
+                       "shadow": redact.path_value(d.path, _jsonable(d.b))}
+            if d.artifact:
+                fs.artifact_example = fs.artifact_example or example
+            elif len(fs.examples) < MAX_EXAMPLES:
+                fs.examples.append(example)
+        self.pair_paths[ex["id"]] = (ep, tuple(marked))
         if diffs and len(self.examples) < MAX_FULL_EXAMPLES and not all(d.artifact for d in diffs):
             self.examples[ex["id"]] = self._example(ex, ep, req_headers, primary, other, shadow, diffs)
         if base is not None and not (base.get("error") and base.get("error") != "too_large"):
@@ -173,14 +186,16 @@ class Analyzer:
         replayed = compared.groupby("endpoint").size().to_dict() if len(compared) else {}
         classes = self.classify_fields(replayed)
         ids_outcome: dict[str, str] = {}
-        for pid, (ep, paths) in self.pair_paths.items():
-            kinds = {classes[(ep, p)] for p in paths}
-            if not kinds:
+        for pid, (ep, diffs) in self.pair_paths.items():
+            # A pair is judged by its own differences: one field's real change elsewhere does
+            # not make this pair's Host echo, or (without a baseline) its timestamp, a change.
+            real = [(p, vol) for p, art, vol in diffs if not art]
+            if not diffs:
                 ids_outcome[pid] = "identical"
-            elif "change" in kinds:
-                ids_outcome[pid] = "different"
-            elif kinds == {"artifact"}:
+            elif not real:
                 ids_outcome[pid] = "artifact"
+            elif any(classes[(ep, p)] == "change" and not (vol and not self.has_baseline) for p, vol in real):
+                ids_outcome[pid] = "different"
             else:
                 ids_outcome[pid] = "noise"
         order = list(self.pair_paths)
@@ -203,8 +218,9 @@ class Analyzer:
             for (fep, path), fs in self.fields.items():
                 if fep != ep:
                     continue
+                examples = fs.examples or ([fs.artifact_example] if fs.artifact_example else [])
                 fields.append({"path": path, "raw": fs.raw, "noise": fs.noise, "classification": classes[(fep, path)],
-                               "example": fs.examples[0]["id"] if fs.examples else None, "examples": fs.examples})
+                               "example": examples[0]["id"] if examples else None, "examples": examples})
             rank = {"change": 0, "probable_noise": 1, "noise": 2, "artifact": 3}
             fields.sort(key=lambda f: (rank[f["classification"]], -f["raw"], f["path"]))
             lat: dict[str, Any] = {k: _percentiles(g[col]) for k, col in
@@ -239,20 +255,17 @@ class Analyzer:
                 "problems": [f"{k} ({v})" for k, v in sorted(self.problems.items())]}
 
 
-def _volatile_pair(a: Any, b: Any) -> bool:
-    """Both values volatile, or one volatile and the other absent (the field is missing from
-    an answer of another shape, such as an error: the status says that part)."""
-    if a is None and b is None:
-        return False
-    return (a is None or volatile(a)) and (b is None or volatile(b))
+_CUT_FLAGS = frozenset(("body_truncated", "snaplen", "gap", "incomplete"))
 
 
-def _volatile_text(d: Diff) -> bool:
-    """A text line that differs only by volatile tokens (a timestamp in a log line, …)."""
-    if not (isinstance(d.a, str) and isinstance(d.b, str)) or not d.path == "body":
-        return False
-    ta, tb = d.a.split(), d.b.split()
-    return len(ta) == len(tb) and all(x == y or (volatile(x) and volatile(y)) for x, y in zip(ta, tb))
+def _volatile_pair(path: str, a: Any, b: Any, status_changed: bool) -> bool:
+    """Both values volatile and of one type; or, in an answer whose status changed (an error
+    in place of a record), a volatile field gone or new: the status says what changed."""
+    name = path.rsplit(".", 1)[-1]
+    if a is None or b is None:
+        present = b if a is None else a
+        return status_changed and present is not None and volatile(present, name)
+    return type(a) is type(b) and volatile(a, name) and volatile(b, name)
 
 
 def _percentiles(col: pd.Series) -> dict[str, float] | None:

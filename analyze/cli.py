@@ -94,6 +94,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         base = None
     elif base not in names:
         raise UserError(f"{rec}: no results for --baseline {base} (there are: {', '.join(names)})")
+    if base == args.target:
+        raise UserError(f"--baseline {base} is the --target: noise would always equal the differences")
     ignored = (DEFAULT_IGNORED_HEADERS | {h.lower() for h in args.ignore_header}) - {h.lower() for h in args.compare_header}
     rules = Rules(frozenset(ignored), tuple(args.ignore_field), tuple(args.unordered), tuple(args.tolerance))
     try:
@@ -107,14 +109,24 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     baseline = Results(rec, base, order) if base else None
     a = Analyzer(rules, endpoints, base is not None, t)
     seen: set[str] = set()
+    repeated = 0
     for batch in exchange_batches(rec):
+        fresh = []
+        for ex in batch:  # an id twice (extract run twice into one recording): the first counts
+            if ex["id"] in seen:
+                repeated += 1
+            else:
+                seen.add(ex["id"])
+                fresh.append(ex)
+        batch = fresh
         ids = [ex["id"] for ex in batch]
-        seen.update(ids)
         theirs = shadow.rows(ids)
         base_rows = baseline.rows(ids) if baseline is not None else [None] * len(ids)
         for ex, r, b in zip(batch, theirs, base_rows):
             a.add(ex, r, b)
     report = a.report()
+    if repeated:
+        report["problems"].append(f"{repeated} exchanges repeat an id already read (extracted twice into one recording?): skipped")
     unknown = len(shadow.ids - seen)
     if unknown:
         report["problems"].append(f"{unknown} results of {args.target} are for exchanges not in the recording (ignored)")
@@ -142,7 +154,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 EXCHANGE_COLUMNS = ["id", "client", "method", "target", "req_headers", "req_body", "status", "resp_headers",
-                    "resp_body", "t_req_start", "t_resp_end"]
+                    "resp_body", "t_req_start", "t_resp_end", "flags"]
 
 
 class Results:

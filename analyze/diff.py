@@ -70,6 +70,7 @@ class Diff:
     a: Any
     b: Any
     artifact: bool = False  # b is a with the replayer's Host rewrite applied
+    volatile: bool | None = None  # text bodies: every differing line differs only by volatile tokens
 
 
 _IP = r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]+)"
@@ -170,16 +171,26 @@ def _bodies(a: Body, b: Body, rules: Rules, host: HostRewrite) -> list[Diff]:
     if a.kind == "json" and b.kind == "json":
         return _json(a.value, b.value, rules, host)
     if a.kind == b.kind == "text" or {a.kind, b.kind} <= {"text", "empty"}:
-        la, lb = a.raw.decode("utf-8", "replace").splitlines(), b.raw.decode("utf-8", "replace").splitlines()
-        for i in range(max(len(la), len(lb))):
-            x = la[i] if i < len(la) else None
-            y = lb[i] if i < len(lb) else None
-            if x != y:
-                whole = host.explains(a.raw.decode("utf-8", "replace"), b.raw.decode("utf-8", "replace"))
-                return [Diff("body", f"line {i + 1}: {x}" if x is not None else None,
-                             f"line {i + 1}: {y}" if y is not None else None, whole)]
-        return []
-    return [Diff("body", _summary(a), _summary(b))]
+        ta, tb = a.raw.decode("utf-8", "replace"), b.raw.decode("utf-8", "replace")
+        la, lb = ta.splitlines(), tb.splitlines()
+        differing = [i for i in range(max(len(la), len(lb))) if (la[i] if i < len(la) else None) != (lb[i] if i < len(lb) else None)]
+        if not differing:
+            return []
+        i = differing[0]
+        x = la[i] if i < len(la) else None
+        y = lb[i] if i < len(lb) else None
+        quiet = len(la) == len(lb) and all(_volatile_line(la[j], lb[j]) for j in differing)
+        return [Diff("body", f"line {i + 1}: {x}" if x is not None else None,
+                     f"line {i + 1}: {y}" if y is not None else None, host.explains(ta, tb), quiet)]
+    return [Diff("body", _summary(a), _summary(b), volatile=False)]
+
+
+def _volatile_line(x: str, y: str) -> bool:
+    """Two lines that differ only in tokens volatile by nature (a timestamp in a log line)."""
+    from .noise import volatile
+
+    ta, tb = x.split(), y.split()
+    return len(ta) == len(tb) and all(p == q or (volatile(p) and volatile(q)) for p, q in zip(ta, tb))
 
 
 def _summary(body: Body) -> str:

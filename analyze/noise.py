@@ -21,17 +21,30 @@ _HEX = re.compile(r"^[0-9a-fA-F]{16,}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9+/_=-]{20,}$")
 
 
-def volatile(value: Any) -> bool:
-    """A value that differs between two answers to the same request by nature."""
+_TIME_NAME = re.compile(r"time|date|stamp|epoch|expires|created|updated|generated|issued|(^|_)(at|ts)$", re.I)
+
+
+def volatile(value: Any, name: str = "") -> bool:
+    """A value that differs between two answers to the same request by nature. A number is
+    one only under a time-like name (`generated_at_epoch`, `ts`): sizes and ids near today's
+    epoch are not."""
     if isinstance(value, bool) or value is None:
         return False
     if isinstance(value, (int, float)):
-        now = time.time()
-        return abs(value - now) < 10 * 365 * 86400 or abs(value / 1000 - now) < 10 * 365 * 86400
+        if not _TIME_NAME.search(name):
+            return False
+        try:
+            v = float(value)
+        except OverflowError:
+            return False
+        now, years = time.time(), 10 * 365 * 86400
+        return abs(v - now) < years or abs(v / 1000 - now) < years
     if not isinstance(value, str):
         return False
     v = value.strip()
-    if _UUID.match(v) or _ISO.match(v) or _HTTP_DATE.match(v) or _HEX.match(v):
+    if _UUID.match(v) or _ISO.match(v) or _HTTP_DATE.match(v):
+        return True
+    if _HEX.match(v) and any(c in "abcdefABCDEF" for c in v):  # all digits is a number, not a nonce
         return True
     return bool(_TOKEN.match(v)) and any(c.isdigit() for c in v) and any(c.isupper() for c in v) \
         and any(c.islower() for c in v)

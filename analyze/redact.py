@@ -9,9 +9,11 @@ import re
 from typing import Any
 
 MASK = "[redacted]"
-_SECRET_NAMES = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
-                           "api-key", "apikey", "x-auth-token", "x-csrf-token", "x-xsrf-token"))
+_SECRET_NAMES = frozenset(("authorization", "proxy-authorization", "cookie", "cookies", "set-cookie", "x-api-key",
+                           "api-key", "apikey", "x-auth-token", "x-csrf-token", "x-xsrf-token", "auth", "pwd",
+                           "passphrase", "credentials", "sid", "private_key", "privatekey", "private-key"))
 _SECRET_PART = re.compile(r"token|secret|passw|api[-_]?key|session", re.IGNORECASE)
+_KEY_VALUE = re.compile(r"(?<![\w-])([\w.-]+)=([^&\s;,\"']*)")
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
@@ -21,7 +23,12 @@ def secret_name(name: str) -> bool:
 
 
 def text(value: str) -> str:
-    return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", value)
+    """Bearer and basic credentials, and `name=value` pairs with a secret's name (query
+    strings, form bodies, cookies and log lines in text) are masked."""
+    value = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", value)
+    if "=" in value:
+        value = _KEY_VALUE.sub(lambda m: f"{m.group(1)}={MASK}" if secret_name(m.group(1)) else m.group(0), value)
+    return value
 
 
 def headers(pairs: list[tuple[str, str]] | None) -> list[list[str]]:
@@ -42,6 +49,9 @@ def value(v: Any, name: str | None = None) -> Any:
 
 
 def path_value(path: str, v: Any) -> Any:
-    """A value shown for a field path: masked if the path's last name is a secret's."""
-    last = re.split(r"[.\[\]\"]+", path.rstrip("]\""))[-1] if path else ""
-    return value(v, last)
+    """A value shown for a field path: masked if any name on the path is a secret's
+    (`body.tokens[0]` is inside `tokens`)."""
+    names = [n for n in re.split(r"[.\[\]\"]+", path) if n and not n.isdigit()]
+    if any(secret_name(n) for n in names[1:]):
+        return MASK if v is not None else None
+    return value(v)

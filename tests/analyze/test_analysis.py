@@ -93,3 +93,54 @@ def test_slower_p99_fails_the_gate() -> None:
     assert lat["shadow"]["p99"] == 50.0 and lat["baseline"]["p99"] == 10.0 and lat["p99_increase"] == 4.0
     assert r["verdict"] == "fail" and "p90 latency +400% against the baseline (+40 ms" in r["reasons"][0]
     assert lat["judged"] == {"percentile": "p90", "samples": 30, "against": "baseline", "increase": 4.0, "delta_ms": 40.0}
+
+
+def test_a_pair_is_judged_by_its_own_differences() -> None:
+    """One shadow answers a different host: that pair differs; the nine that only echo the
+    rewritten Host stay artifacts, although they share the field."""
+    pairs = []
+    for i in range(10):
+        shadow = {"host": "other" if i == 0 else "svc-shadow:8000"}
+        pairs.append((ex(i, f"/h/{i}", {"host": "svc:8000"}), res(i, shadow), None))
+    r = run(pairs, baseline=False, max_diff_rate=0.5)
+    e = by_endpoint(r)["GET /h/{id}"]
+    assert (e["different"], e["artifacts"]) == (1, 9) and r["verdict"] == "pass"
+    assert e["fields"][0]["examples"][0]["shadow"] == "other"  # the real change is the example
+
+
+def test_without_a_baseline_real_changes_are_not_taken_for_noise() -> None:
+    """Volatile-looking values are noise only when both sides hold one of the same kind."""
+    cases = {
+        "dropped": ({"id": "550e8400-e29b-41d4-a716-446655440000", "x": 1}, {"x": 1}),
+        "size": ({"size": 1_700_000_000}, {"size": 1_900_000_000}),
+        "type": ({"t": 1_700_000_000}, {"t": "2023-11-14T22:13:20Z"}),
+        "digits": ({"account": "1234567890123456"}, {"account": "6543210987654321"}),
+    }
+    pairs = [(ex(i, f"/{name}", a), res(i, b), None) for i, (name, (a, b)) in enumerate(cases.items())]
+    r = run(pairs, baseline=False)
+    for name in cases:
+        assert by_endpoint(r)[f"GET /{name}"]["different"] == 1, name
+
+
+def test_a_text_body_is_judged_on_every_line() -> None:
+    text = [{"name": "Content-Type", "value": "text/plain"}]
+    a = dict(ex(0, "/log", {}), resp_headers=text, resp_body=b"generated 2026-11-26T10:00:00Z\nprice: 10\n")
+    b = dict(res(0, None), headers=text, body=b"generated 2026-11-26T11:00:00Z\nprice: 99\n")
+    quiet = dict(res(1, None), headers=text, body=b"generated 2026-11-26T11:00:00Z\nprice: 10\n")
+    r = run([(a, b, None), (dict(a, id="c-1"), quiet, None)], baseline=False)
+    e = by_endpoint(r)["GET /log"]
+    assert (e["different"], e["noise"]) == (1, 1)
+
+
+def test_bodies_cut_at_capture_are_not_compared() -> None:
+    full = json.dumps({"items": list(range(50))}).encode()
+    primary = dict(ex(0, "/big", {}), resp_body=full[:40], flags=["body_truncated"])
+    r = run([(primary, res(0, {"items": list(range(50))}), None)], baseline=False)
+    e = by_endpoint(r)["GET /big"]
+    assert e["different"] == 0 and e["identical"] == 1
+    assert any("bodies not compared, cut at capture (body_truncated)" in p for p in r["problems"])
+
+
+def test_a_huge_integer_is_no_crash() -> None:
+    r = run([(ex(0, "/n", {"n": 10 ** 400}), res(0, {"n": 1}), None)], baseline=False)
+    assert by_endpoint(r)["GET /n"]["different"] == 1

@@ -101,3 +101,25 @@ def test_gate_exit_codes(tmp_path: Path) -> None:
     assert p.returncode == 0
     p = analyze(rec, "--max-diff-rate", "lots")
     assert p.returncode == 2 and "Traceback" not in p.stderr
+
+
+def test_repeated_ids_and_secrets_in_targets_bodies_and_lists(tmp_path: Path) -> None:
+    rows = [{"body": b'{"tokens": ["LSECRET1"], "ok": 1}', "target": "/q?access_token=QSECRET1&page=2"},
+            {"body": b'{"tokens": ["LSECRET1"], "ok": 1}', "target": "/q?access_token=QSECRET1&page=2"}]
+    rec = make(tmp_path / "rec", rows, [Result("c-0", "shadow", status=200, headers=[("Content-Type", "application/json")],
+                                               body=b'{"tokens": ["LSECRET2"], "ok": 2}', t_send=1, t_end=1.001)])
+    # the second row repeats the first one's id: c-1 is its own id, so make a true repeat
+    from capture.recording import PartWriter as PW
+    w = PW(rec / "exchanges", EXCHANGE_SCHEMA)
+    w.add({**{k: None for k in EXCHANGE_SCHEMA.names}, "id": "c-0", "method": "GET", "target": "/q",
+           "status": 200, "interim": [], "flags": []})
+    w.flush()
+    p = analyze(rec, "--max-diff-rate", "100%")
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    out = "".join((rec / "report" / n).read_text() for n in ("report.json", "summary.md", "index.html"))
+    for secret in ("QSECRET1", "LSECRET1", "LSECRET2"):
+        assert secret not in out, secret
+    report = json.loads((rec / "report" / "report.json").read_text())
+    assert any("1 exchanges repeat an id" in x for x in report["problems"])
+    p = analyze(rec, "--baseline", "shadow")
+    assert p.returncode == 2 and "is the --target" in one_error_line(p)
