@@ -22,6 +22,7 @@ from .noise import ABSOLUTE, RELATIVE, classify, volatile
 
 MAX_EXAMPLES = 3  # per field
 MAX_FULL_EXAMPLES = 100  # side-by-side examples kept for the report
+MIN_ENDPOINT_ERRORS = 3  # an endpoint's own error rate is judged from this many errors up
 MIN_LATENCY_SAMPLES = 10  # an endpoint's latency is judged from this many answers up
 P99_SAMPLES = 100  # below this many, p99 is one or two outliers: the gate judges p90 instead
 LATENCY_FLOOR_MS = 5.0  # against a baseline: an increase smaller than this is jitter
@@ -302,6 +303,10 @@ def verdict(report: dict[str, Any], t: Thresholds) -> tuple[str, list[str]]:
             note = "" if j["percentile"] == "p99" else f"; {j['samples']} answers are too few to judge a p99"
             reasons.append(f"{e['endpoint']}: {j['percentile']} latency {j['increase']:+.0%} against the "
                            f"{j['against']} (+{j['delta_ms']:.0f} ms; max +{t.max_p99_increase:.0%}{note})")
+        if e["errors"] >= MIN_ENDPOINT_ERRORS and e["error_rate"] > t.max_error_rate:
+            # A rarely called endpoint that always fails hides in the run's overall rate.
+            reasons.append(f"{e['endpoint']}: {e['errors']} of {e['sampled']} replayed requests failed "
+                           f"({e['error_rate']:.1%}, max {t.max_error_rate:.2%})")
     tot = report["totals"]
     if tot["error_rate"] > t.max_error_rate:
         reasons.append(f"{tot['errors']} of {tot['sampled']} replayed requests failed "

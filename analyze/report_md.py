@@ -13,7 +13,7 @@ def _cell(v: Any) -> str:
     import json
 
     s = json.dumps(v, ensure_ascii=False, default=str) if v is not None else "(absent)"
-    s = s.replace("|", "\\|").replace("\n", " ")
+    s = s.replace("|", "\\|").replace("\n", " ").replace("``", "`\u200b`")  # stays inside its code span
     return s if len(s) <= 60 else s[:57] + "…"
 
 
@@ -46,7 +46,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         for ep, f in changes[:50]:
             ex = f["examples"][0] if f["examples"] else {}
             out.append(f"| `{ep}` | `{f['path']}` | {f['raw']} | {f['noise']} | "
-                       f"`{_cell(ex.get('primary'))}` → `{_cell(ex.get('shadow'))}` |")
+                       f"`` {_cell(ex.get('primary'))} `` → `` {_cell(ex.get('shadow'))} `` |")
     quiet = [(e["endpoint"], f) for e in r["endpoints"] for f in e["fields"] if f["classification"] != "change"]
     if quiet:
         out += ["", "<details><summary>Noise and mirroring artifacts (not counted as changes)</summary>", ""]

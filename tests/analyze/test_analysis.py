@@ -144,3 +144,11 @@ def test_bodies_cut_at_capture_are_not_compared() -> None:
 def test_a_huge_integer_is_no_crash() -> None:
     r = run([(ex(0, "/n", {"n": 10 ** 400}), res(0, {"n": 1}), None)], baseline=False)
     assert by_endpoint(r)["GET /n"]["different"] == 1
+
+
+def test_an_endpoint_that_keeps_failing_fails_the_gate_on_its_own() -> None:
+    pairs = [(ex(i, f"/items/{i}", {"i": i}), res(i, {"i": i}), None) for i in range(1000)]
+    pairs += [(ex(i, "/checkout", {"ok": 1}), res(i, None, error="timeout"), None) for i in range(1000, 1004)]
+    r = run(pairs, baseline=False)
+    assert r["totals"]["error_rate"] < 0.005  # 4 of 1,004: under the run's threshold
+    assert r["verdict"] == "fail" and r["reasons"] == ["GET /checkout: 4 of 4 replayed requests failed (100.0%, max 0.50%)"]
