@@ -18,7 +18,6 @@ import time
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import parse_qsl, quote, urlencode
 
 import pyarrow.parquet as pq
 
@@ -146,18 +145,6 @@ def _ms(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None else f"{(b - a) * 1e3:.1f} ms"
 
 
-def redact_target(target: str) -> str:
-    """The request target with secret query parameters (?token=…, ?api_key=…) masked."""
-    path, sep, query = target.partition("?")
-    if not sep:
-        return redact.text(target)
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(redact.secret_name(k) for k, _ in pairs):
-        return redact.text(target)
-    masked = [(k, redact.MASK if redact.secret_name(k) else v) for k, v in pairs]
-    return redact.text(path) + "?" + urlencode(masked, quote_via=quote, safe="[]*/:")
-
-
 def _cut(text: str, limit: int) -> str:
     if limit <= 0:
         return text
@@ -195,11 +182,7 @@ def body_text(data: bytes | None, headers: list[tuple[str, str]], limit: int) ->
             masked = [redact.value(d) for d in docs]
             text = redact.text(raw) if masked == docs else "\n".join(json.dumps(d, ensure_ascii=False) for d in masked)
     elif b.kind == "text":
-        raw = b.raw.decode("utf-8", "replace")
-        if "x-www-form-urlencoded" in b.ctype:
-            pairs = parse_qsl(raw, keep_blank_values=True)
-            raw = urlencode([(k, redact.MASK if redact.secret_name(k) else v) for k, v in pairs], safe="[]*/:")
-        text = redact.text(raw)
+        text = redact.text(b.raw.decode("utf-8", "replace"))  # form pairs and secret query values too
     elif b.kind == "bytes":
         preview = " ".join(f"{c:02x}" for c in b.raw[:16])
         what = b.ctype or "no Content-Type"
@@ -214,7 +197,7 @@ def _heading(text: str) -> str:
 
 
 def _request_lines(ex: dict[str, Any], headers: list[tuple[str, str]], limit: int) -> list[str]:
-    lines = [f"{ex['method']} {redact_target(ex['target'] or '')} {ex.get('version') or 'HTTP/1.1'}"]
+    lines = [f"{ex['method']} {redact.text(ex['target'] or '')} {ex.get('version') or 'HTTP/1.1'}"]
     lines += [f"{k}: {v}" for k, v in redact.headers(headers)]
     body = body_text(ex.get("req_body"), headers, limit)
     return lines + ([""] + body if body else [])
@@ -260,7 +243,7 @@ def render(rec: Path, ex: dict[str, Any], results: list[tuple[str, dict[str, Any
            urls: dict[str, str]) -> str:
     captured = _pairs(ex.get("req_headers"))
     ep = Endpoints().of(ex["method"], ex["target"])
-    out = [f"exchange {ex['id']}: {ex['method']} {redact_target(ex['target'] or '')}   (endpoint {ep}; "
+    out = [f"exchange {ex['id']}: {ex['method']} {redact.text(ex['target'] or '')}   (endpoint {ep}; "
            f"request {ex['index'] + 1} on connection {ex['conn']})"]
     if ex.get("flags"):
         out.append(f"flags: {', '.join(ex['flags'])}" + (f" ({ex['error']})" if ex.get("error") else ""))

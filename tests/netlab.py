@@ -397,13 +397,23 @@ _GUNICORN_FORMAT = "\t".join(
 def start_httpbin(
     ns: NetNS, workdir: Path, *, port: int = 8000, threads: int = 4, timeout: float = 20.0
 ) -> Server:
-    """Start httpbin under gunicorn in the namespace (the reference scenario's service).
+    """Start httpbin under gunicorn in the namespace (the reference scenario's service)."""
+    return start_gunicorn(ns, Path(workdir) / f"httpbin-{port}", "httpbin:app", port=port, threads=threads,
+                          timeout=timeout)
+
+
+def start_gunicorn(
+    ns: NetNS, wd: Path, app: str, *, port: int, threads: int = 4, timeout: float = 20.0,
+    env: Mapping[str, str] | None = None, pythonpath: Path | None = None, wait: bool = True,
+) -> Server:
+    """Start a WSGI `app` under gunicorn in the namespace, logging into `wd`.
 
     One worker keeps the access log in request order per connection; the gthread worker is
     used because the sync worker closes every connection, and keep-alive is what we capture.
     ``--no-control-socket``: otherwise concurrent gunicorns clobber ``~/.gunicorn/gunicorn.ctl``.
+    ``wait=False`` returns at once; ``wait_gunicorn`` waits later.
     """
-    wd = Path(workdir).resolve() / f"httpbin-{port}"
+    wd = Path(wd).resolve()
     wd.mkdir(parents=True, exist_ok=True)
     access_log, error_log = wd / "access.log", wd / "error.log"
     argv = [
@@ -412,17 +422,26 @@ def start_httpbin(
         "--keep-alive", "60",
         "--access-logfile", str(access_log), "--access-logformat", _GUNICORN_FORMAT,
         "--error-logfile", str(error_log), "--chdir", str(wd),
-        "httpbin:app",
+        *(["--pythonpath", str(pythonpath)] if pythonpath else []),
+        app,
     ]
+    kwargs: dict[str, object] = {"env": dict(env)} if env is not None else {}
     with open(wd / "stderr.log", "wb") as err:
-        proc = ns.popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        proc = ns.popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, **kwargs)
     server = Server("gunicorn", proc, ns.ns_ip, port, access_log, error_log, wd)
+    if wait:
+        wait_gunicorn(server, timeout)
+    return server
+
+
+def wait_gunicorn(server: Server, timeout: float = 20.0) -> None:
+    """Wait until it listens; stop it and say why if it does not."""
     try:
-        wait_for_port(ns.ns_ip, port, timeout, proc)
+        wait_for_port(server.host, server.port, timeout, server.proc)
     except Exception:
         server.stop()
-        raise RuntimeError(f"gunicorn did not start: {_tail(error_log)} {_tail(wd / 'stderr.log')}")
-    return server
+        raise RuntimeError(f"gunicorn did not start: {_tail(server.error_log)} "
+                           f"{_tail(server.workdir / 'stderr.log')}") from None
 
 
 def _tail(path: Path, n: int = 2000) -> str:

@@ -76,35 +76,12 @@ def start_app(ns: netlab.NetNS, workdir: Path, role: str, port: int = PORT, *, t
     One gthread worker (keep-alive, access log in order per connection), ``threads`` threads so
     v2's slow endpoint does not queue the rest, ``--no-control-socket`` so several gunicorns do
     not clobber one control socket. ``wait=False`` returns at once: call
-    ``netlab.wait_for_port(server.host, server.port, proc=server.proc)`` later.
+    ``netlab.wait_gunicorn(server)`` later.
     """
-    wd = Path(workdir).resolve() / f"app-{role}-{port}"
-    wd.mkdir(parents=True, exist_ok=True)
-    access_log, error_log = wd / "access.log", wd / "error.log"
-    argv = [
-        sys.executable, "-m", "gunicorn", "--no-control-socket",
-        "-b", f"{ns.ns_ip}:{port}", "-w", "1", "-k", "gthread", "--threads", str(threads),
-        "--keep-alive", "60",
-        "--access-logfile", str(access_log), "--access-logformat", netlab._GUNICORN_FORMAT,
-        "--error-logfile", str(error_log), "--chdir", str(wd), "--pythonpath", str(REPO),
-        "tests.analyze.apps:create()",
-    ]
     env = netlab.curl_env() | {apps.ROLE_ENV: role, "PYTHONDONTWRITEBYTECODE": "1"}
-    with open(wd / "stderr.log", "wb") as err:
-        proc = ns.popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
-    server = netlab.Server("gunicorn", proc, ns.ns_ip, port, access_log, error_log, wd)
-    if wait:
-        wait_app(server, timeout)
-    return server
-
-
-def wait_app(server: netlab.Server, timeout: float = 20.0) -> None:
-    try:
-        netlab.wait_for_port(server.host, server.port, timeout, server.proc)
-    except Exception:
-        server.stop()
-        raise RuntimeError(f"gunicorn did not start: {netlab._tail(server.error_log)} "
-                           f"{netlab._tail(server.workdir / 'stderr.log')}") from None
+    return netlab.start_gunicorn(ns, Path(workdir) / f"app-{role}-{port}", "tests.analyze.apps:create()",
+                                 port=port, threads=threads, timeout=timeout, env=env, pythonpath=REPO,
+                                 wait=wait)
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,7 +321,7 @@ def build(workdir: Path) -> Iterator[Scenario]:
         for role in ROLES:
             servers[role] = start_app(namespaces[role], workdir, role, wait=False)
         for role in ROLES:
-            wait_app(servers[role])
+            netlab.wait_gunicorn(servers[role])
         t = lap("start", t0)
 
         planned = plan()

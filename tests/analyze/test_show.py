@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from analyze.show import body_text, redact_target
+from analyze import redact
+from analyze.show import body_text
 from tests import netlab
 
 pytestmark = pytest.mark.timeout(120)
@@ -161,8 +162,8 @@ def test_recordings_without_results(tmp_path: Path) -> None:
 
 
 def test_redaction_helpers() -> None:
-    assert redact_target("/login?user=ada&token=abc123&q=a%20b") == "/login?user=ada&token=[redacted]&q=a%20b"
-    assert redact_target("/plain?q=1") == "/plain?q=1"
+    assert redact.text("/login?user=ada&token=abc123&q=a%20b") == "/login?user=ada&token=[redacted]&q=a%20b"
+    assert redact.text("/plain?q=1") == "/plain?q=1"
     form = [("Content-Type", "application/x-www-form-urlencoded")]
     assert body_text(b"user=ada&password=hunter2", form, 100) == ["user=ada&password=[redacted]"]
     js = [("Content-Type", "application/json")]
