@@ -11,7 +11,8 @@
  *   pcap.c     capture files (pcap, pcapng) -> records            (port of pcapfile.py)
  *   layers.c   one record -> a TCP segment, or why not             (port of layers.py)
  *   tcp.c      segments -> per-connection ordered byte streams    (port of tcp.py)
- *   http1.c    one direction's bytes -> HTTP messages             (port of http1.py)
+ *   http1.c    one direction's bytes -> HTTP messages             (port of http1.py,
+ *              message.py's Message without headers and bodies)
  *   pairing.c  a connection's messages -> exchanges -> JSON lines (port of pairing.py,
  *              exchange.py's json_line)
  *   module.c   the Python type capture._native.Engine             (glue, counts)
@@ -118,6 +119,76 @@ typedef struct {
 int st_decode(int linktype, const uint8_t *data, uint32_t caplen, uint32_t origlen,
               st_segment *seg, char why[64]);
 const char *st_linktype_name(int linktype, char buf[32]); /* layers.linktype_name */
+
+/* ---- http1.c: one direction's HTTP/1.x parser (http1.Parser) and messages (message.Message) */
+
+/* Message and exchange flags, as bits in their sorted name order, so writing a sorted JSON
+ * list is a walk from the lowest bit up. st_flag_names[i] is the name of bit i. */
+enum {
+    STF_AFTER_GAP, STF_BAD_CHUNK, STF_BAD_CONTENT_LENGTH, STF_BAD_HEADER, STF_BODY_TRUNCATED,
+    STF_CONFLICTING_CONTENT_LENGTH, STF_GAP, STF_INCOMPLETE, STF_INTERIM, STF_INTERIM_WITH_BODY,
+    STF_MIDSTREAM, STF_NO_REQUEST, STF_NO_RESPONSE, STF_OVERLAP_CONFLICT, STF_PARSE_ERROR,
+    STF_SNAPLEN, STF_TE_AND_CL, STF_TRAILERS, STF_UPGRADE, STF_COUNT
+};
+#define STF(name) (1u << STF_##name)
+extern const char *const st_flag_names[STF_COUNT];
+int st_flag_bit(const char *name); /* -1 when unknown */
+
+typedef struct {
+    char *p;       /* NULL stands for Python's None; otherwise malloc'ed latin-1 bytes + NUL */
+    size_t n;
+} st_str;
+
+/* One HTTP message (message.Message without headers and bodies: JSON lines need neither).
+ * Reference counted: the parser holds the one in progress, an exchange holds its two. */
+typedef struct st_msg {
+    int refs;
+    int is_request;
+    st_str method, target, version, reason, error;
+    int status;              /* -1 for None */
+    long long body_len;      /* body bytes on the wire (de-chunked), kept or not */
+    long long stored;        /* body bytes Python would have kept (<= max_body) */
+    uint32_t flags;          /* STF bits */
+    double t_start, t_end;
+    long long ack;
+    long long head_end;      /* -1 until known */
+    int *interim; size_t ninterim, capinterim;
+    int done;
+} st_msg;
+
+st_msg *st_msg_new(int is_request, double t_start, long long ack);
+void st_msg_incref(st_msg *m);
+void st_msg_decref(st_msg *m);      /* frees at zero */
+void st_msg_add_interim(st_msg *m, int status);
+void st_str_set(st_str *s, const void *p, size_t n);  /* copies; frees the old value */
+void st_str_clear(st_str *s);                         /* back to None */
+int st_msg_is_interim(const st_msg *m);               /* message.is_interim */
+
+typedef struct st_parser st_parser;
+
+/* on_head returns the method of the request a response answers (NUL-terminated), or NULL
+ * (http1.Parser's on_head returning str | None); requests' on_head returns NULL. */
+typedef const char *(*st_on_head)(void *owner, st_msg *msg);
+typedef void (*st_on_end)(void *owner, st_msg *msg);
+
+st_parser *st_parser_new(int is_request, st_on_head on_head, st_on_end on_end, void *owner,
+                         long long max_body);
+void st_parser_free(st_parser *p);
+void st_parser_feed(st_parser *p, const uint8_t *data, size_t n, double ts, long long ack);
+int st_parser_gap(st_parser *p, unsigned long long nbytes, double ts, const char *cause);
+void st_parser_eof(st_parser *p, double ts);
+void st_parser_kill(st_parser *p);
+void st_parser_resync(st_parser *p);
+void st_parser_expect_headless(st_parser *p, double ts);
+/* The fields pairing.py reads or writes: */
+st_msg *st_parser_msg(st_parser *p);                  /* message in progress, or NULL (borrowed) */
+uint32_t *st_parser_pending_flags(st_parser *p);      /* flags for the next message (writable) */
+long long st_parser_skipped(const st_parser *p);
+st_counter *st_parser_errors(st_parser *p);           /* reason -> count (Parser.errors) */
+/* Parser.dropped: returns 1 and fills reason (borrowed until the next parser call), ts and
+ * ack when set; st_parser_clear_dropped sets it back to None. */
+int st_parser_dropped(st_parser *p, const char **reason, double *ts, long long *ack);
+void st_parser_clear_dropped(st_parser *p);
 
 /* ---- what all connections share (pairing.c fills it; module.c reads it) ---------------- */
 

@@ -155,3 +155,16 @@ void st_sha1_hex(const uint8_t *data, size_t n, char out[41]) {
     }
     out[40] = 0;
 }
+
+const char *const st_flag_names[STF_COUNT] = {
+    "after_gap", "bad_chunk", "bad_content_length", "bad_header", "body_truncated",
+    "conflicting_content_length", "gap", "incomplete", "interim", "interim_with_body",
+    "midstream", "no_request", "no_response", "overlap_conflict", "parse_error",
+    "snaplen", "te_and_cl", "trailers", "upgrade",
+};
+
+int st_flag_bit(const char *name) {
+    for (int i = 0; i < STF_COUNT; i++)
+        if (strcmp(st_flag_names[i], name) == 0) return i;
+    return -1;
+}
