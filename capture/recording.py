@@ -162,9 +162,16 @@ def write_manifest(rec: Path, section: str, data: dict[str, Any]) -> None:
 
 def read_exchanges(rec: Path, columns: list[str] | None = None, batch_size: int = 65536,
                    limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> Iterator[dict[str, Any]]:
-    """Stream the exchanges of a recording, part by part, as dicts: the first `limit`, and of
-    those, with `stride` (k, n), only the batches numbered k modulo n (readers in n processes
-    share a recording without each converting every row)."""
+    """Stream the exchanges of a recording, part by part, as dicts (see exchange_batches)."""
+    for batch in exchange_batches(rec, columns, batch_size, limit, stride):
+        yield from batch.to_pylist()
+
+
+def exchange_batches(rec: Path, columns: list[str] | None = None, batch_size: int = 65536,
+                     limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> Iterator[pa.RecordBatch]:
+    """Stream the exchanges of a recording, part by part, as record batches: the first `limit`,
+    and of those, with `stride` (k, n), only the batches numbered k modulo n (readers in n
+    processes share a recording without each converting every row)."""
     k, n = stride
     seen = 0
     number = 0
@@ -175,7 +182,7 @@ def read_exchanges(rec: Path, columns: list[str] | None = None, batch_size: int 
                 batch = batch.slice(0, limit - seen)
             seen += batch.num_rows
             if number % n == k:
-                yield from batch.to_pylist()
+                yield batch
             number += 1
             if limit is not None and seen >= limit:
                 return

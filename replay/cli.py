@@ -13,6 +13,7 @@ from capture.cli import positive
 from capture.errors import UserError
 from capture.recording import count_exchanges, is_recording, write_manifest
 
+from . import native
 from .client import Target
 from .plan import Planner
 from .request import SAFE_METHODS, Edits, HostRule
@@ -133,10 +134,13 @@ def register(sub: Any) -> None:
     pc.add_argument("--speed", type=positive(float), default=1.0, metavar="X",
                     help="with --pace captured: X times as fast")
     pc.add_argument("--rate", type=positive(float), metavar="R", help="a fixed R requests per second instead")
+    pc.add_argument("--sender", choices=("auto", "native", "asyncio"), default="auto",
+                    help="the send loop: native (C, http targets, --pace fast) or asyncio (everything "
+                    "else); auto picks native where it serves (default)")
     p.add_argument("--limit", type=positive(int), metavar="N", help="read at most N exchanges")
     p.add_argument("--workers", type=positive(int), metavar="N",
                    help="sending processes, sharing --concurrency (default: one per core, up to 4, for "
-                   "--pace fast over 50,000 exchanges or more; else 1)")
+                   "--pace fast over 50,000 exchanges or more sent by the asyncio loop; else 1)")
     p.set_defaults(func=cmd_replay)
 
 
@@ -248,9 +252,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     total = count_exchanges(rec)
     if args.limit is not None:
         total = min(total, args.limit)
-    opts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary)
-    # Worker processes take a second to start: worth it for a large recording sent fast.
-    big = pacer.mode == "fast" and total >= 50_000
+    opts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary,
+                   sender=args.sender)
+    if args.sender == "native" and not native.usable(targets, pacer.mode, live=False):
+        raise UserError("--sender native sends to http:// targets with --pace fast only"
+                        + ("" if native.available() else " (and this build has no native loop)"))
+    # Worker processes take a second to start: worth it for a large recording sent fast by the
+    # asyncio loop. Not for the native loop: one process keeps it fed, and a second one only
+    # takes CPU from the target (half the rate on two cores).
+    big = pacer.mode == "fast" and total >= 50_000 and not (
+        args.sender != "asyncio" and native.usable(targets, pacer.mode, live=False))
     workers = args.workers or (min(4, os.cpu_count() or 1) if big else 1)
     try:
         locks = lock_results(rec, [t.name for t in targets])

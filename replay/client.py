@@ -361,6 +361,10 @@ class Pool:
         else:
             self.backlog.append((job, due))
 
+    def submit_batch(self, jobs: list[Job], dues: list[float | None]) -> None:
+        for job, due in zip(jobs, dues):
+            self.submit(job, due)
+
     def _connect(self, job: Job, due: float | None) -> None:
         self.open += 1
         conn = Conn(self)

@@ -12,8 +12,11 @@ otherwise differ from the primary for no reason, and the pool honours `Connectio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .authority import shadow_host
+
+_shadow_host = lru_cache(maxsize=4096)(shadow_host)  # a capture holds a handful of hosts
 
 # Methods that change nothing at the server (RFC 9110 §9.2.1): sent without --allow-writes.
 SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE"))
@@ -29,7 +32,7 @@ class HostRule:
 
     def apply(self, host: str) -> str:
         if self.mode == "suffix":
-            return shadow_host(host, self.suffix)
+            return _shadow_host(host, self.suffix)
         if self.mode == "literal":
             return self.literal
         return host

@@ -111,17 +111,22 @@ class ResultParts:
     def _name(self, n: int) -> str:
         return f"part-{n:05d}{self.tag}.parquet"
 
-    def write(self, rows: list[Result]) -> None:
-        if not rows:
+    def write(self, rows: list[Result], batches: list[pa.RecordBatch] | None = None) -> None:
+        """One part from Result rows and/or record batches (the native loop's)."""
+        if not rows and not batches:
             return
-        table = results_table(rows)
+        table = results_table(rows) if rows else None
+        if batches:
+            extra = pa.Table.from_batches(batches, schema=RESULT_SCHEMA)
+            table = extra if table is None else pa.concat_tables([table, extra])
+        assert table is not None
         name = self._name(self._next)
         self._next += 1
         tmp = self.dir / f".{name}.tmp"
         with os.fdopen(open_private_tmp(tmp), "wb") as f:
             pq.write_table(table, f, compression="zstd")
         os.replace(tmp, self.dir / name)
-        self.written += len(rows)
+        self.written += table.num_rows
 
 
 class Journal:

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+import pyarrow as pa
+
+from . import native
 from .client import Pool, Target
 from .plan import COLUMNS, Captured, Job, Planner, count_skip
 from .results import Journal, Result, ResultParts, read_journal, recorded_ids, target_dir
@@ -52,6 +55,19 @@ class TargetStats:
     last_lag: float = 0.0
     interrupted_before: int = 0  # results recovered as `interrupted` from an earlier run
     already: int = 0  # ids an earlier run sent
+
+    def record_batch(self, rb: "pa.RecordBatch") -> None:
+        """`record` for a batch of the native loop's results, column by column."""
+        errors = rb.column("error").to_pylist()
+        statuses = rb.column("status").to_pylist()
+        self.errors.update(e for e in errors if e is not None)
+        self.statuses.update(s for e, s in zip(errors, statuses) if s is not None and (e is None or e == "too_large"))
+        self.responses += sum(1 for e in errors if e is None or e == "too_large")
+        due = rb.column("t_due")
+        if due.null_count < len(due):
+            for sent, d in zip(rb.column("t_send").to_pylist(), due.to_pylist()):
+                if sent is not None and d is not None:
+                    self.add_lag(sent - d)
 
     def record(self, r: Result) -> None:
         if r.error is None or r.error == "too_large":
@@ -103,6 +119,8 @@ class _Sink:
         self.parts = ResultParts(target_dir(rec, name), tag)
         self.writer = writer
         self.rows: list[Result] = []
+        self.batches: list[pa.RecordBatch] = []  # from the native loop
+        self.batch_rows = 0
         self.bytes = 0
         self.futures: list[concurrent.futures.Future[None]] = []
 
@@ -113,10 +131,18 @@ class _Sink:
         if len(self.rows) >= ROWS_PER_PART or self.bytes >= BYTES_PER_PART:
             self.flush()
 
+    def add_batch(self, rb: pa.RecordBatch) -> None:
+        self.batches.append(rb)
+        self.batch_rows += rb.num_rows
+        self.bytes += rb.column("body").nbytes
+        if self.batch_rows >= ROWS_PER_PART or self.bytes >= BYTES_PER_PART:
+            self.flush()
+
     def flush(self) -> None:
-        if self.rows:
-            rows, self.rows, self.bytes = self.rows, [], 0
-            self.futures.append(self.writer.submit(self.parts.write, rows))
+        if self.rows or self.batches:
+            rows, batches = self.rows, self.batches
+            self.rows, self.batches, self.bytes, self.batch_rows = [], [], 0, 0
+            self.futures.append(self.writer.submit(self.parts.write, rows, batches))
         self.futures = [f for f in self.futures if not f.done() or f.exception() is not None]
         while len(self.futures) > 3 and self.futures[0].exception() is None:
             self.futures.pop(0)  # (exception() waits: the writer fell behind; so does the sender)
@@ -199,11 +225,28 @@ class Feeder(threading.Thread):
 
 
 def recorded(rec: Path, limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> Iterator[Captured]:
-    """The exchanges of a recording, in small batches (the loop's thread shares the GIL)."""
-    from capture.recording import read_exchanges
+    """The exchanges of a recording, in small batches (the loop's thread shares the GIL),
+    converted column by column (row dicts cost twice as much: the feeder is replay's
+    bottleneck once the native loop sends)."""
+    from capture.recording import exchange_batches
 
-    for row in read_exchanges(rec, COLUMNS, batch_size=512, limit=limit, stride=stride):
-        yield Captured.from_row(row)
+    for batch in exchange_batches(rec, COLUMNS, batch_size=512, limit=limit, stride=stride):
+        yield from captured_rows(batch)
+
+
+def captured_rows(batch: pa.RecordBatch) -> list[Captured]:
+    """`Captured.from_row` for every row of a batch of COLUMNS."""
+    col = batch.column
+    hdr = col("req_headers")
+    offs = hdr.offsets.to_pylist()
+    base = offs[0]
+    flat = hdr.flatten()
+    pairs = list(zip(flat.field("name").to_pylist(), flat.field("value").to_pylist()))
+    heads = [pairs[a - base : b - base] for a, b in zip(offs, offs[1:])]
+    flags = [f or [] for f in col("flags").to_pylist()]
+    return [Captured(*row) for row in zip(
+        col("id").to_pylist(), col("server").to_pylist(), col("method").to_pylist(), col("target").to_pylist(),
+        col("version").to_pylist(), heads, col("req_body").to_pylist(), col("t_req_start").to_pylist(), flags)]
 
 
 def shard_of(exchange_id: str, count: int) -> int:
@@ -218,6 +261,7 @@ class Options:
     discard: bool = False
     allow_primary: bool = False
     live: bool = False  # mirror: a target's own traffic, if captured, is ignored, never looped back
+    sender: str = "auto"  # "native" (the C loop, when usable), "asyncio" (replay.client), or auto
 
 
 class Gate(Protocol):
@@ -305,6 +349,7 @@ class Run:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._room_waiter: asyncio.Future[None] | None = None
         self.chunks: asyncio.Queue[list[tuple[Job, float]] | None] | None = None
+        self.native: native.NativeLoop | None = None
 
     # -- resume --------------------------------------------------------------------------
     def recover(self, write: bool = True) -> None:
@@ -374,11 +419,19 @@ class Run:
         self.sinks = {t.name: _Sink(self.rec, t.name, writer, self.tag) for t in self.targets}
         self.journals = {t.name: Journal(target_dir(self.rec, t.name), self.tag) for t in self.targets}
         self.loop = loop
-        self.pools = [Pool(loop, t, self.opts.concurrency, self.opts.timeout, self.opts.max_body,
-                           self.opts.discard, self._on_result, self._journal_for(t.name), self._unsent)
-                      for t in self.targets]
-        for p in self.pools:
-            p.on_room = self._wake
+        self.pools: list[Any]
+        if self.opts.sender != "asyncio" and native.usable(self.targets, self.pacer.mode, self.opts.live):
+            self.native = native.NativeLoop(
+                loop, self.targets, [self.journals[t.name].fd for t in self.targets], self.opts.concurrency,
+                self.opts.timeout, self.opts.max_body, self.opts.discard, self._on_batch, self._wake,
+                self._native_failure)
+            self.pools = self.native.pools
+        else:
+            self.pools = [Pool(loop, t, self.opts.concurrency, self.opts.timeout, self.opts.max_body,
+                               self.opts.discard, self._on_result, self._journal_for(t.name), self._unsent)
+                          for t in self.targets]
+            for p in self.pools:
+                p.on_room = self._wake
         self.chunks = asyncio.Queue()
         self.feeder = Feeder(loop, self.source, self.planner, self.pacer, self.chunks.put_nowait, self.shard)
         self.started = time.monotonic()
@@ -410,7 +463,7 @@ class Run:
 
     async def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.feeder is not None and self.chunks is not None
-        room = self.opts.concurrency * 2  # requests in flight per target, waiting ones included
+        room = self._room()
         first = True
         while True:
             chunk = await self.chunks.get()
@@ -471,12 +524,17 @@ class Run:
             else:
                 await asyncio.sleep(0)
 
+    def _room(self) -> int:
+        """Requests in flight per target, waiting ones included. The native loop gets a deep
+        queue: it must never wait for Python to hand it the next request."""
+        return self.opts.concurrency + 8192 if self.native is not None else self.opts.concurrency * 2
+
     def _busiest(self) -> int:
         return max(p.in_flight for p in self.pools)
 
     def _wake(self) -> None:
         w = self._room_waiter
-        if w is not None and not w.done() and self._busiest() < self.opts.concurrency * 2:
+        if w is not None and not w.done() and self._busiest() < self._room():
             w.set_result(None)
 
     def _submit(self, batch: list[tuple[Job, float]]) -> None:
@@ -498,9 +556,9 @@ class Run:
             if not todo:
                 continue
             mode = self.pacer.mode
-            for job, off in todo:
-                # fast has no schedule to lag behind; live lags behind the capture itself
-                pool.submit(job, None if mode == "fast" else job.t if mode == "live" else self.wall0 + off)
+            # fast has no schedule to lag behind; live lags behind the capture itself
+            dues = [None if mode == "fast" else job.t if mode == "live" else self.wall0 + off for job, off in todo]
+            pool.submit_batch([job for job, _ in todo], dues)
 
     def _journal_for(self, name: str) -> Callable[[Job], None]:
         """Called by a connection just before it writes a request (OSError: not sent)."""
@@ -520,6 +578,19 @@ class Run:
     def _on_result(self, r: Result) -> None:
         self.stats[r.target].record(r)
         self.sinks[r.target].add(r)
+
+    def _on_batch(self, name: str, rb: pa.RecordBatch) -> None:
+        self.stats[name].record_batch(rb)
+        self.sinks[name].add_batch(rb)
+        assert self.native is not None
+        for p in self.native.pools:
+            self.stats[p.target.name].sent = p.sent
+
+    def _native_failure(self, why: str) -> None:
+        """The native loop could not write a journal: as `_unsent`."""
+        if self.failure is None:
+            self.failure = f"{self.rec}: {why.lower()}; results written so far are kept"
+        self.request_stop("journal failed")
 
     async def _drain(self) -> None:
         """Wait for what is in flight: each request ends by --timeout once it has a connection,

@@ -265,11 +265,16 @@ def seed(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Seed:
 # 1. The reference scenario
 
 
+# The asyncio loop (paced, the default) and the native one (--pace fast) must record the same.
+LOOPS = {"asyncio": [], "native": ["--pace", "fast", "--sender", "native"]}
+
+
 @pytest.mark.timeout(90)
-def test_seed_scenario_v1_capture_replayed_to_v2(lab: Lab, seed: Seed, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_seed_scenario_v1_capture_replayed_to_v2(lab: Lab, seed: Seed, tmp_path: Path, loop: str) -> None:
     rec = tmp_path / "rec"
     at = mark(lab.v2)
-    d = replay(seed.pcap, "-o", rec, "--target", lab.v2.base_url)
+    d = replay(seed.pcap, "-o", rec, "--target", lab.v2.base_url, *LOOPS[loop])
     assert d.code == 0, d.stderr
     exchanges = {e["id"]: e for e in read_exchanges(rec)}
     assert len(exchanges) == 6
@@ -321,13 +326,14 @@ def test_seed_scenario_v1_capture_replayed_to_v2(lab: Lab, seed: Seed, tmp_path:
 
 
 @pytest.mark.timeout(90)
-def test_baseline_and_several_targets_get_the_same_sample(lab: Lab, seed: Seed, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_baseline_and_several_targets_get_the_same_sample(lab: Lab, seed: Seed, tmp_path: Path, loop: str) -> None:
     """--baseline (a second copy of the primary, for analyze's noise) and a second named
     target receive exactly the requests the shadow does, each recorded under its own name."""
     rec = extract(seed.pcap, tmp_path / "rec")
     at = {s.port: mark(s) for s in (lab.v2, lab.slow, lab.nginx)}
     d = replay(rec, "--target", lab.v2.base_url, "--target", f"other={lab.nginx.base_url}",
-               "--baseline", lab.slow.base_url, "--percent", "60", "--seed", "b")
+               "--baseline", lab.slow.base_url, "--percent", "60", "--seed", "b", *LOOPS[loop])
     assert d.code == 0, d.stderr
     ids = {name: sorted(r["id"] for r in read_results(rec, name)) for name in ("shadow", "other", "baseline")}
     assert ids["shadow"] and ids["shadow"] == ids["other"] == ids["baseline"], ids
@@ -565,13 +571,22 @@ def test_max_body_is_too_large_with_the_head_kept(lab: Lab, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(90)
-def test_resume_after_sigkill(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "native"])
+def test_resume_after_sigkill(lab: Lab, tmp_path: Path, loop: str) -> None:
+    """Paced (the asyncio loop) at 400 req/s to nginx, and fast (the native loop) to an
+    httpbin that takes 20 ms per answer: both are killed mid-run and resumed."""
     n = 2000
     rec = tmp_path / "rec"
-    rows = gets(rec, _small_targets("resume", n))
+    if loop == "asyncio":
+        server = lab.nginx
+        rows = gets(rec, _small_targets("resume", n))
+        args = [rec, "--target", server.base_url, "--rate", "400"]
+    else:
+        server = lab.slow
+        rows = gets(rec, [f"/delay/0.02?resume={i}" for i in range(n)])
+        args = [rec, "--target", server.base_url, "--pace", "fast", "--concurrency", "4", "--sender", "native"]
     target_of = {r["id"]: r["target"] for r in rows}
-    args = [rec, "--target", lab.nginx.base_url, "--rate", "400"]
-    at = mark(lab.nginx)
+    at = mark(server)
     journal = rec / "results" / "shadow" / "_sent.log"
     with open(tmp_path / "first.err", "wb") as err:
         proc = subprocess.Popen([*netlab.shadowtap_argv(), "replay", *map(str, args)], cwd=REPO,
@@ -594,7 +609,7 @@ def test_resume_after_sigkill(lab: Lab, tmp_path: Path) -> None:
     d = replay(*args)
     assert d.code == 0, d.stderr
     assert "interrupted" in d.stderr, d.stderr
-    log = logged_since(lab.nginx, at, expect=n)
+    log = logged_since(server, at, expect=n)
     dup = [t for t, c in Counter(x.target for x in log).items() if c > 1]
     assert not dup, f"sent twice: {dup[:5]}"
     logged = {x.target for x in log}
@@ -616,11 +631,11 @@ def test_resume_after_sigkill(lab: Lab, tmp_path: Path) -> None:
     assert resumed == {"already_sent": len(journaled), "interrupted": len(interrupted)}, resumed
 
     # A third run finds everything done: nothing is sent, nothing is added.
-    at = mark(lab.nginx)
+    at = mark(server)
     d = replay(*args)
     assert d.code == 0, d.stderr
     assert re.search(rf"\b{n} already sent by an earlier run\b", d.stderr), d.stderr
-    assert logged_since(lab.nginx, at) == []
+    assert logged_since(server, at) == []
     assert len(read_results(rec, "shadow")) == n
 
 
@@ -652,7 +667,7 @@ def test_refuses_the_captured_primary(lab: Lab, seed: Seed, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", ["missing", "not_a_recording", "percent", "ftp"])
+@pytest.mark.parametrize("case", ["missing", "not_a_recording", "percent", "ftp", "native_paced"])
 def test_bad_input(tmp_path: Path, case: str) -> None:
     rec = tmp_path / "rec"
     gets(rec, ["/a"])
@@ -665,6 +680,8 @@ def test_bad_input(tmp_path: Path, case: str) -> None:
         args = [tmp_path / "plain", *target]
     elif case == "percent":
         args = [rec, *target, "--percent", "150"]
+    elif case == "native_paced":  # the native loop keeps no schedule
+        args = [rec, *target, "--sender", "native"]
     else:
         args = [rec, "--target", "ftp://x"]
     d = replay(*args, timeout=30)
@@ -675,7 +692,8 @@ def test_bad_input(tmp_path: Path, case: str) -> None:
         assert len(errors) == 1 and "--percent" in errors[0], d.stderr
     else:
         line = stderr_error_line(d)
-        assert {"missing": "nope", "not_a_recording": "not a recording", "ftp": "ftp://x"}[case] in line, line
+        assert {"missing": "nope", "not_a_recording": "not a recording", "ftp": "ftp://x",
+                "native_paced": "--pace fast only"}[case] in line, line
     assert not (rec / "results").exists() or not any((rec / "results").rglob("part-*.parquet"))
 
 

@@ -1,0 +1,172 @@
+"""The native send loop (replay/native/sender.c) seen from Python: when it can be used, and
+its results turned into Arrow record batches without a Python object per row.
+
+The C loop answers the same questions as replay.client (which stays the reference and serves
+what the loop does not: https targets, and paced and live runs, where the asyncio dispatcher
+keeps the schedule); results are the same records either way (results.RESULT_SCHEMA).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from .results import RESULT_SCHEMA
+
+try:
+    from . import _sender  # type: ignore[attr-defined]
+except ImportError:  # SHADOWTAP_PURE=1 builds, or a platform without epoll
+    _sender = None
+else:
+    # In a source checkout an edit to sender.c must not be silently ignored (as capture/__init__).
+    _src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "sender.c")
+    if os.path.exists(_src) and os.path.getmtime(_src) > os.path.getmtime(_sender.__file__):
+        raise ImportError(f"{_src} changed after {_sender.__file__} was compiled: run `make venv` to rebuild "
+                          f"(or delete {_sender.__file__} to use the asyncio loop)")
+
+# The columns the loop fills, in its order (sender.c's C_* enum); `target` is added here.
+_FIELDS = ("id", "host", "t_due", "t_send", "t_first_byte", "t_end", "status", "reason", "version",
+           "headers", "header_names", "header_values", "body", "body_len", "interim", "interim_values",
+           "error", "error_detail")
+_HEADER_STRUCT = RESULT_SCHEMA.field("headers").type.value_type
+
+
+def available() -> bool:
+    return _sender is not None
+
+
+def usable(targets: Sequence[Any], mode: str, live: bool) -> bool:
+    """The loop serves plain-http targets of a `--pace fast` replay (no schedule to keep)."""
+    return _sender is not None and mode == "fast" and not live and all(t.scheme == "http" for t in targets)
+
+
+def resolve(host: str, port: int) -> str:
+    """The address to connect to (asyncio's create_connection takes the first one too)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return str(infos[0][4][0])
+
+
+def new_sender(targets: list[tuple[str, int, int]], concurrency: int, timeout: float, max_body: int,
+               discard: bool) -> Any:
+    assert _sender is not None
+    return _sender.Sender(targets, concurrency, timeout, max_body, discard)
+
+
+def _buffers(col: tuple[bytes | None, bytes | None, bytes, int]) -> tuple[list[Any], int]:
+    valid, offsets, data, rows = col
+    bufs = [pa.py_buffer(valid) if valid is not None else None]
+    if offsets is not None:
+        bufs.append(pa.py_buffer(offsets))
+    bufs.append(pa.py_buffer(data))
+    return bufs, rows
+
+
+def _array(typ: pa.DataType, col: Any, children: list[pa.Array] | None = None) -> pa.Array:
+    bufs, rows = _buffers(col)
+    if children is not None:  # a list: validity and offsets here, the values are the child
+        return pa.Array.from_buffers(typ, rows, bufs[:2], children=children)
+    return pa.Array.from_buffers(typ, rows, bufs)
+
+
+def record_batch(cols: tuple[Any, ...], target: str) -> pa.RecordBatch:
+    """One collected batch of the loop's results as RESULT_SCHEMA rows."""
+    c = dict(zip(_FIELDS, cols))
+    n = c["id"][3]
+    names = _array(pa.string(), c["header_names"])
+    values = _array(pa.string(), c["header_values"])
+    pairs = pa.StructArray.from_arrays([names, values], fields=list(_HEADER_STRUCT))
+    interim_values = _array(pa.int32(), c["interim_values"])
+    arrays = {
+        "id": _array(pa.string(), c["id"]),
+        "target": pa.array([target] * n, pa.string()),
+        "host": _array(pa.string(), c["host"]),
+        "t_due": _array(pa.float64(), c["t_due"]),
+        "t_send": _array(pa.float64(), c["t_send"]),
+        "t_first_byte": _array(pa.float64(), c["t_first_byte"]),
+        "t_end": _array(pa.float64(), c["t_end"]),
+        "status": _array(pa.int32(), c["status"]),
+        "reason": _array(pa.string(), c["reason"]),
+        "version": _array(pa.string(), c["version"]),
+        "headers": _array(RESULT_SCHEMA.field("headers").type, c["headers"], [pairs]),
+        "body": _array(pa.binary(), c["body"]),
+        "body_len": _array(pa.int64(), c["body_len"]),
+        "interim": _array(RESULT_SCHEMA.field("interim").type, c["interim"], [interim_values]),
+        "error": _array(pa.string(), c["error"]),
+        "error_detail": _array(pa.string(), c["error_detail"]),
+    }
+    return pa.RecordBatch.from_arrays([arrays[f.name] for f in RESULT_SCHEMA], schema=RESULT_SCHEMA)
+
+
+class NativePool:
+    """One target's share of the C loop, with the surface runner.Run uses of a client.Pool."""
+
+    def __init__(self, owner: "NativeLoop", index: int, target: Any) -> None:
+        self.owner = owner
+        self.index = index
+        self.target = target
+        self.in_flight = 0  # an upper bound between collections: the loop only lowers it
+        self.sent = 0
+
+    def submit_batch(self, jobs: Sequence[Any], dues: Sequence[float | None]) -> None:
+        self.in_flight += len(jobs)
+        self.owner.sender.submit(
+            self.index, [j.id for j in jobs], [j.data for j in jobs], [j.host for j in jobs],
+            bytes(j.close for j in jobs), bytes(j.method == "HEAD" for j in jobs), list(dues))
+
+    def abandon(self, kind: str, detail: str) -> None:
+        self.owner.abandon(kind, detail)
+
+    def close(self) -> None:
+        self.owner.close()
+
+
+class NativeLoop:
+    """Every target's connections in one C thread; results reach the asyncio loop through an
+    eventfd, a batch at a time, as Arrow record batches."""
+
+    def __init__(self, loop: Any, targets: Sequence[Any], journal_fds: Sequence[int], concurrency: int,
+                 timeout: float, max_body: int, discard: bool, on_batch: Any, on_room: Any,
+                 on_failure: Any) -> None:
+        self.loop = loop
+        self.on_batch = on_batch
+        self.on_room = on_room
+        self.on_failure = on_failure
+        spec = [(resolve(t.host, t.port), t.port, fd) for t, fd in zip(targets, journal_fds)]
+        self.sender = new_sender(spec, concurrency, timeout, max_body, discard)
+        self.pools = [NativePool(self, i, t) for i, t in enumerate(targets)]
+        self.closed = False
+        self.sender.start()
+        loop.add_reader(self.sender.ready_fd, self.collect)
+
+    def collect(self) -> bool:
+        """Hand on what the loop finished; True once the loop has ended."""
+        batches = self.sender.collect()
+        finished, failure, per = self.sender.counts()
+        for pool, (in_flight, sent) in zip(self.pools, per):
+            pool.in_flight = in_flight
+            pool.sent = sent
+        for pool, cols in zip(self.pools, batches):
+            if cols is not None:
+                self.on_batch(pool.target.name, record_batch(cols, pool.target.name))
+        if failure:
+            self.on_failure(failure)
+        self.on_room()
+        return bool(finished)
+
+    def abandon(self, kind: str, detail: str) -> None:
+        if not self.closed:
+            self.sender.abandon(kind, detail)
+            self.close()
+
+    def close(self) -> None:
+        """No more jobs: wait for the loop to finish what it holds (the runner drained it, or
+        abandoned it), then collect the last results."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.sender.ready_fd)
+        self.sender.close_input()
+        self.sender.join()
+        self.collect()
