@@ -8,6 +8,7 @@ keeps the schedule); results are the same records either way (results.RESULT_SCH
 from __future__ import annotations
 
 import os
+import select
 import socket
 from typing import Any, Sequence
 
@@ -168,5 +169,7 @@ class NativeLoop:
         self.closed = True
         self.loop.remove_reader(self.sender.ready_fd)
         self.sender.close_input()
+        while not self.collect():  # (the loop may be waiting for a batch to be taken)
+            select.select([self.sender.ready_fd], [], [], 0.05)
         self.sender.join()
         self.collect()

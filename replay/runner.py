@@ -474,6 +474,14 @@ class Run:
                 await self._start()
             if chunk is None or self.stopping:
                 return
+            if self.pacer.mode == "fast":  # nothing to wait for but room: a chunk at a time
+                while self._busiest() + len(chunk) > room and self._busiest() and not self.stopping:
+                    self._room_waiter = loop.create_future()
+                    await self._room_waiter
+                if self.stopping:
+                    return
+                self._submit(chunk)
+                continue
             batch: list[tuple[Job, float]] = []
             for job, off in chunk:
                 due = self.mono0 + off

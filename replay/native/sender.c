@@ -44,6 +44,7 @@
 #define MAX_EVENTS 256
 #define READY_ROWS 4096
 #define READY_EVERY 0.02
+#define BATCH_BODY_BYTES (1u << 30)
 
 /* ---- growable buffers and Arrow-style columns ------------------------------------------ */
 
@@ -261,6 +262,7 @@ typedef struct {
     char abandon_detail[200];
     char failure[300];      /* a journal write failed: the run must stop */
     int finished;
+    int closing;            /* the object is going away: nobody will collect */
     /* loop-only */
     conn_t **to_send; size_t nsend, capsend;
     double next_sweep;
@@ -328,6 +330,14 @@ static void emit(Sender *s, conn_t *c, const char *error, const char *detail, in
     double now = wall();
     pthread_mutex_lock(&s->lock);
     batch_t *b = &t->batch;
+    /* Arrow's binary offsets are 32-bit: a batch holds at most BATCH_BODY_BYTES of bodies.
+     * Beyond that, wait for Python to take the batch (it is told through ready_fd). */
+    while (b->c[C_ID].rows && b->body_bytes + c->body.n > BATCH_BODY_BYTES && !s->closing) {
+        uint64_t one = 1;
+        ssize_t w = write(s->ready_fd, &one, 8);
+        (void)w;
+        pthread_cond_wait(&s->room, &s->lock);
+    }
     col_bytes(&b->c[C_ID], j->id, j->idlen);
     if (j->has_host) col_latin1(&b->c[C_HOST], (const uint8_t *)j->host, j->hostlen);
     else col_null(&b->c[C_HOST]);
@@ -1211,6 +1221,7 @@ static PyObject *Sender_collect(Sender *s, PyObject *noargs) {
         taken[ti] = s->targets[ti].batch;
         batch_init(&s->targets[ti].batch);
     }
+    pthread_cond_broadcast(&s->room);
     pthread_mutex_unlock(&s->lock);
     PyObject *out = PyList_New(s->ntargets);
     for (int ti = 0; out && ti < s->ntargets; ti++) {
@@ -1282,7 +1293,9 @@ static void Sender_dealloc(Sender *s) {
     if (s->started && !s->joined) {
         pthread_mutex_lock(&s->lock);
         s->stop = 1;
+        s->closing = 1;
         snprintf(s->abandon_kind, sizeof s->abandon_kind, "interrupted");
+        pthread_cond_broadcast(&s->room);
         pthread_mutex_unlock(&s->lock);
         wake(s);
         pthread_join(s->thread, NULL);
