@@ -7,7 +7,6 @@ keeps the schedule); results are the same records either way (results.RESULT_SCH
 """
 from __future__ import annotations
 
-import os
 import select
 import socket
 from typing import Any, Sequence
@@ -20,12 +19,6 @@ try:
     from . import _sender  # type: ignore[attr-defined]
 except ImportError:  # SHADOWTAP_PURE=1 builds, or a platform without epoll
     _sender = None
-else:
-    # In a source checkout an edit to sender.c must not be silently ignored (as capture/__init__).
-    _src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native", "sender.c")
-    if os.path.exists(_src) and os.path.getmtime(_src) > os.path.getmtime(_sender.__file__):
-        raise ImportError(f"{_src} changed after {_sender.__file__} was compiled: run `make venv` to rebuild "
-                          f"(or delete {_sender.__file__} to use the asyncio loop)")
 
 # The columns the loop fills, in its order (sender.c's C_* enum); `target` is added here.
 _FIELDS = ("id", "host", "t_due", "t_send", "t_first_byte", "t_end", "status", "reason", "version",
