@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard capture/*.py)
+$(STAMP): pyproject.toml setup.py $(wildcard capture/*.py replay/authority.py replay/sampling.py replay/request.py replay/plan.py) $(wildcard capture/native/*.c capture/native/*.h replay/native/*.c)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "installing the project and its test tools into $(VENV) (log: $(VENV)/install.log)"
 	@( $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[test]' ) > $(VENV)/install.log 2>&1 \
@@ -42,4 +42,4 @@ bench: apt venv
 	$(BIN)/python bench/analyze.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache capture/*.so *__mypyc*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache capture/*.so replay/*.so *__mypyc*.so

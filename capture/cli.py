@@ -77,6 +77,9 @@ def register_extract(sub: Any) -> None:
                    help="keep at most this much of each body (default 64M); the rest is counted")
     p.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
                    help="capture-time seconds after which an idle connection is closed (default 300)")
+    p.add_argument("--engine", choices=("auto", "python", "native"), default="auto",
+                   help="the extraction core: native (C, JSON lines only) or python; auto (default) "
+                   "takes native when it is built and JSON lines are the only output")
     p.set_defaults(func=cmd_extract)
 
 
@@ -166,6 +169,23 @@ def _progress() -> Any:
                     transient=True, console=Console(stderr=True))  # stdout may be --jsonl -
 
 
+def _native_engine(args: argparse.Namespace) -> Any | None:
+    """The compiled module when --engine asks for it (or auto finds it fits), else None."""
+    engine = getattr(args, "engine", "auto")
+    if engine == "python":
+        return None
+    only_jsonl = not (args.output or args.har or args.table)
+    if engine == "native" and not only_jsonl:
+        raise UserError("--engine native writes JSON lines only: drop -o/--har/--table, or use --engine python")
+    from .native_extract import load
+
+    native = load() if only_jsonl else None
+    if engine == "native" and native is None:
+        raise UserError("--engine native: capture._native is not built (run `make venv`; "
+                        "SHADOWTAP_PURE=1 installs without it), or use --engine python")
+    return native
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     for path in args.inputs:
         if path != "-" and not os.path.isfile(path):
@@ -174,6 +194,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
         servers = [parse_server(s) for s in args.server]
     except ValueError as e:
         raise UserError(str(e)) from None
+    native = _native_engine(args)
+    if native is not None:
+        return _extract_native(args, native, servers)
     ex = Extractor(args.port, servers, args.max_body, args.idle_timeout)
     # Millions of short-lived objects and few cycles: the default collector runs a full pass
     # dozens of times per million packets for nothing.
@@ -251,6 +274,117 @@ def cmd_extract(args: argparse.Namespace) -> int:
             "counts": counts,
         })
     flagged = ", ".join(f"{k} {v}" for k, v in counts["exchanges_by_flag"].items()) or "none"  # type: ignore[union-attr]
+    print(f"extracted {written} exchanges from {counts['packets']} packets "
+          f"({counts['http_connections']} HTTP of {counts['tcp_connections']} TCP connections); "
+          f"flagged: {flagged}", file=sys.stderr)
+    return code
+
+
+def _open_binary(path: str) -> tuple[Any, Callable[[], None]]:
+    """--jsonl's stream for the native engine (bytes), and how to finish it."""
+    if path == "-":
+        out = getattr(sys.stdout, "buffer", None)
+        if out is None:  # stdout replaced by a text-only stream (tests calling main())
+            text = sys.stdout
+            return _TextBytes(text), text.flush
+        sys.stdout.flush()
+        return out, out.flush
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file that already existed keeps its mode otherwise
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    f = os.fdopen(fd, "wb", buffering=1 << 20)
+    return f, f.close
+
+
+class _TextBytes:
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def write(self, b: bytes) -> None:
+        self.text.write(b.decode("ascii"))
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+def _extract_native(args: argparse.Namespace, native: Any, servers: list[tuple[bytes, int]]) -> int:
+    """cmd_extract with the native engine: the same inputs, outputs, messages and exit codes,
+    for the one output it writes (JSON lines)."""
+    from .native_extract import NativeExtractor
+
+    ex = NativeExtractor(native, args.port, servers, args.max_body, args.idle_timeout)
+    out, close = _open_binary(args.jsonl or "-")
+    write = out.write
+    reports: list[InputReport] = []
+    limit = args.limit
+    written = 0
+    code = 0
+    progress = _progress()
+
+    def emit(batch: tuple[bytes, int]) -> bool:
+        """Write whole lines up to --limit; False once the limit is reached (like emit())."""
+        nonlocal written
+        lines, n = batch
+        if limit is None:
+            write(lines)
+            written += n
+            return True
+        room = limit - written
+        if n < room:
+            write(lines)
+            written += n
+            return True
+        cut = 0
+        for _ in range(room):
+            cut = lines.index(b"\n", cut) + 1
+        write(lines[:cut])
+        written = limit
+        return False
+
+    try:
+        if progress is not None:
+            progress.start()
+        going = True
+        for path in args.inputs:
+            rep = InputReport(path)
+            reports.append(rep)
+            task = None
+            if progress is not None:
+                task = progress.add_task(os.path.basename(path), total=input_size(path), exchanges=0)
+            try:
+                for batch in ex.read(path, rep):
+                    going = emit(batch)
+                    if path == "-":
+                        out.flush()
+                    if task is not None:
+                        progress.update(task, completed=rep.bytes, exchanges=written)
+                    if not going:
+                        break
+            except NotACapture as e:
+                raise UserError(str(e)) from None
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise UserError(f"{path}: {e.strerror or e}") from None
+            if rep.error:
+                code = 1
+            if not going:
+                break
+        if going:
+            emit(ex.finish())
+    finally:
+        if progress is not None:
+            progress.stop()
+        close()
+    for rep in reports:
+        for w in rep.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if rep.error:
+            print(f"error: {rep.error}", file=sys.stderr)
+    counts = ex.counts()
+    flagged = ", ".join(f"{k} {v}" for k, v in counts["exchanges_by_flag"].items()) or "none"  # type: ignore[attr-defined]
     print(f"extracted {written} exchanges from {counts['packets']} packets "
           f"({counts['http_connections']} HTTP of {counts['tcp_connections']} TCP connections); "
           f"flagged: {flagged}", file=sys.stderr)

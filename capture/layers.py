@@ -204,8 +204,9 @@ def _tcp(data: bytes, start: int, end: int, src: bytes, dst: bytes) -> Segment |
     have = len(data)
     if end <= have:
         return (src, dst, sport, dport, seq, ack, flags, data[pstart:end], 0)
-    # Snaplen cut the payload: say how much is missing so the stream records a gap.
-    return (src, dst, sport, dport, seq, ack, flags, data[pstart:have], end - max(have, pstart))
+    # Snaplen cut the payload: say how much is missing so the stream records a gap (none when
+    # the cut fell inside a TCP header that claims to reach past the IP end: nothing to miss).
+    return (src, dst, sport, dport, seq, ack, flags, data[pstart:have], max(0, end - max(have, pstart)))
 
 
 def _udp(data: bytes, start: int, end: int, origlen: int, depth: int) -> Segment | str:

@@ -94,6 +94,7 @@ const char *st_reader_error(const st_reader *r);
 long long st_reader_records(const st_reader *r);
 long long st_reader_unknown_blocks(const st_reader *r);
 size_t st_reader_leftover(const st_reader *r);
+int st_reader_failed(const st_reader *r); /* CaptureDecoder.error is set: feeds return -2 */
 
 /* ---- layers.c -------------------------------------------------------------------------- */
 
@@ -119,6 +120,11 @@ typedef struct {
 int st_decode(int linktype, const uint8_t *data, uint32_t caplen, uint32_t origlen,
               st_segment *seg, char why[64]);
 const char *st_linktype_name(int linktype, char buf[32]); /* layers.linktype_name */
+/* st_decode with Python's origlen (any int) and `missing` as Python computes it: negative when
+ * the TCP header claims to reach past a snaplen-cut end (st_segment.missing then holds it
+ * modulo 2**32). */
+int st_decode_ex(int linktype, const uint8_t *data, uint32_t caplen, long long origlen,
+                 st_segment *seg, char why[64], long long *missing);
 
 /* ---- http1.c: one direction's HTTP/1.x parser (http1.Parser) and messages (message.Message) */
 

@@ -2,6 +2,7 @@
  * json module byte for byte, and SHA-1 (connection ids are sha1(...)[:12], as in pairing.py). */
 #include "native.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,61 @@ void st_buf_put_i64(st_buf *b, long long v) {
     else st_buf_put_u64(b, (unsigned long long)v);
 }
 
+/* repr(v) without the big-number arithmetic for the common case, a timestamp: 1 <= v < 1e15
+ * with few decimals. Python's repr is the shortest decimal that reads back as v (the nearest of
+ * those when several are as short). For p decimals the candidates are the integers N with
+ * N / 10**p == v: N < 2**53 and 10**p are exact doubles, so the IEEE division is the correctly
+ * rounded value of the decimal N e-p, exactly what reading it back gives. While 10**-p is
+ * larger than v's ulp, at most one multiple of 10**-p rounds to v; so the shortest repr is the
+ * candidate for the smallest such p that has one. A candidate with p decimals is also one for
+ * any larger p (times a power of ten), so one search at the largest p the ulp allows (up to 9)
+ * finds it, and its trailing zeros tell the smallest p. Anything else (more decimals, other
+ * ranges) goes to Python's own dtoa. Returns the length written, or 0. */
+static int fast_repr(double v, char out[40]) {
+    static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+    if (!(v >= 1.0 && v < 1e15)) return 0;
+    uint64_t bits, ubits;
+    memcpy(&bits, &v, sizeof bits);
+    ubits = ((bits >> 52) - 52) << 52; /* v's ulp: 2 ** (exponent - 52); v is normal here */
+    double ulp;
+    memcpy(&ulp, &ubits, sizeof ulp);
+    int p = 9;
+    /* step 10**-p must exceed the width of v's rounding interval (at most one ulp); the factor
+     * 2 is margin for the rounding of the product */
+    while (p >= 0 && !(2 * ulp * pow10[p] < 1.0)) p--;
+    if (p < 0) return 0;
+    double x = v * pow10[p];
+    if (x >= 9007199254740992.0) return 0; /* N must be an exact double */
+    /* A round-tripping N is within a quarter of v * 10**p, and x is that product rounded (off by
+     * at most half an ulp of x, itself at most 1): N is round(x) or a neighbour. */
+    long long r = (long long)(x + 0.5), n = -1;
+    if ((double)r / pow10[p] == v) n = r;
+    else if (r > 1 && (double)(r - 1) / pow10[p] == v) n = r - 1;
+    else if ((double)(r + 1) / pow10[p] == v) n = r + 1;
+    if (n <= 0) return 0; /* the shortest repr has more decimals than the ulp allows here */
+    while (p > 0 && n % 10 == 0) { n /= 10; p--; }
+    /* the digits of n, then the point p digits from the end (n >= 10**p, as v >= 1) */
+    char tmp[24];
+    int i = 24;
+    unsigned long long u = (unsigned long long)n;
+    do { tmp[--i] = (char)('0' + u % 10); u /= 10; } while (u);
+    int nd = 24 - i, whole = nd - p, len = 0;
+    memcpy(out, tmp + i, (size_t)whole);
+    len = whole;
+    out[len++] = '.';
+    if (p == 0) {
+        out[len++] = '0';
+    } else {
+        memcpy(out + len, tmp + i + whole, (size_t)p);
+        len += p;
+    }
+    return len;
+}
+
 void st_buf_put_double(st_buf *b, double v) {
+    char fast[40];
+    int n = fast_repr(v, fast);
+    if (n) { st_buf_put(b, fast, (size_t)n); return; }
     char *s = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (!s) { fprintf(stderr, "shadowtap: out of memory\n"); abort(); }
     st_buf_puts(b, s);
