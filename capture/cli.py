@@ -14,7 +14,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import UserError
 from .exchange import Exchange, json_line
@@ -186,6 +186,65 @@ def _native_engine(args: argparse.Namespace) -> Any | None:
     return native
 
 
+def _run_inputs(paths: list[str], batches: Callable[[str, InputReport], Iterable[Any]],
+                emit: Callable[[Any], bool], finish: Callable[[], Any], flush: Callable[[], None],
+                close: Callable[[], None], written: Callable[[], int]) -> tuple[list[InputReport], int]:
+    """Each input in turn, its batches to `emit` until it says stop (--limit), then what
+    `finish` completes; the same for both engines. Returns the inputs' reports and the exit
+    code so far (1 when an input was corrupt); trouble the user can fix is a UserError."""
+    reports: list[InputReport] = []
+    code = 0
+    progress = _progress()
+    try:
+        if progress is not None:
+            progress.start()
+        going = True
+        for path in paths:
+            rep = InputReport(path)
+            reports.append(rep)
+            task = None
+            if progress is not None:
+                task = progress.add_task(os.path.basename(path), total=input_size(path), exchanges=0)
+            try:
+                for batch in batches(path, rep):
+                    going = emit(batch)
+                    if path == "-":
+                        flush()
+                    if task is not None:
+                        progress.update(task, completed=rep.bytes, exchanges=written())
+                    if not going:
+                        break
+            except NotACapture as e:
+                raise UserError(str(e)) from None
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                raise UserError(f"{path}: {e.strerror or e}") from None
+            if rep.error:
+                code = 1
+            if not going:
+                break
+        if going:
+            emit(finish())
+    finally:
+        if progress is not None:
+            progress.stop()
+        close()
+    for rep in reports:
+        for w in rep.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if rep.error:
+            print(f"error: {rep.error}", file=sys.stderr)
+    return reports, code
+
+
+def _summary(written: int, counts: dict[str, Any]) -> None:
+    flagged = ", ".join(f"{k} {v}" for k, v in counts["exchanges_by_flag"].items()) or "none"
+    print(f"extracted {written} exchanges from {counts['packets']} packets "
+          f"({counts['http_connections']} HTTP of {counts['tcp_connections']} TCP connections); "
+          f"flagged: {flagged}", file=sys.stderr)
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     for path in args.inputs:
         if path != "-" and not os.path.isfile(path):
@@ -204,11 +263,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     gc.set_threshold(100_000, 50, 1000)
     sinks = _Sinks(args)
     started = time.time()
-    reports: list[InputReport] = []
     limit = args.limit
     written = 0
-    code = 0
-    progress = _progress()
 
     def emit(batch: list[Exchange]) -> bool:
         nonlocal written
@@ -219,46 +275,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
             written += 1
         return limit is None or written < limit
 
-    try:
-        if progress is not None:
-            progress.start()
-        going = True
-        for path in args.inputs:
-            rep = InputReport(path)
-            reports.append(rep)
-            task = None
-            if progress is not None:
-                task = progress.add_task(os.path.basename(path), total=input_size(path), exchanges=0)
-            try:
-                for recs in read_capture(path, rep):
-                    going = emit(ex.feed(recs))
-                    if path == "-":
-                        sinks.flush()
-                    if task is not None:
-                        progress.update(task, completed=rep.bytes, exchanges=written)
-                    if not going:
-                        break
-            except NotACapture as e:
-                raise UserError(str(e)) from None
-            except BrokenPipeError:
-                raise
-            except OSError as e:
-                raise UserError(f"{path}: {e.strerror or e}") from None
-            if rep.error:
-                code = 1
-            if not going:
-                break
-        if going:
-            emit(ex.finish())
-    finally:
-        if progress is not None:
-            progress.stop()
-        sinks.close()
-    for rep in reports:
-        for w in rep.warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        if rep.error:
-            print(f"error: {rep.error}", file=sys.stderr)
+    reports, code = _run_inputs(args.inputs, lambda path, rep: map(ex.feed, read_capture(path, rep)), emit,
+                                ex.finish, sinks.flush, sinks.close, lambda: written)
     counts = ex.counts()
     if sinks.rec is not None:
         from .recording import write_manifest
@@ -273,10 +291,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             "written": written,
             "counts": counts,
         })
-    flagged = ", ".join(f"{k} {v}" for k, v in counts["exchanges_by_flag"].items()) or "none"  # type: ignore[union-attr]
-    print(f"extracted {written} exchanges from {counts['packets']} packets "
-          f"({counts['http_connections']} HTTP of {counts['tcp_connections']} TCP connections); "
-          f"flagged: {flagged}", file=sys.stderr)
+    _summary(written, counts)
     return code
 
 
@@ -317,11 +332,8 @@ def _extract_native(args: argparse.Namespace, native: Any, servers: list[tuple[b
     ex = NativeExtractor(native, args.port, servers, args.max_body, args.idle_timeout)
     out, close = _open_binary(args.jsonl or "-")
     write = out.write
-    reports: list[InputReport] = []
     limit = args.limit
     written = 0
-    code = 0
-    progress = _progress()
 
     def emit(batch: tuple[bytes, int]) -> bool:
         """Write whole lines up to --limit; False once the limit is reached (like emit())."""
@@ -343,51 +355,9 @@ def _extract_native(args: argparse.Namespace, native: Any, servers: list[tuple[b
         written = limit
         return False
 
-    try:
-        if progress is not None:
-            progress.start()
-        going = True
-        for path in args.inputs:
-            rep = InputReport(path)
-            reports.append(rep)
-            task = None
-            if progress is not None:
-                task = progress.add_task(os.path.basename(path), total=input_size(path), exchanges=0)
-            try:
-                for batch in ex.read(path, rep):
-                    going = emit(batch)
-                    if path == "-":
-                        out.flush()
-                    if task is not None:
-                        progress.update(task, completed=rep.bytes, exchanges=written)
-                    if not going:
-                        break
-            except NotACapture as e:
-                raise UserError(str(e)) from None
-            except BrokenPipeError:
-                raise
-            except OSError as e:
-                raise UserError(f"{path}: {e.strerror or e}") from None
-            if rep.error:
-                code = 1
-            if not going:
-                break
-        if going:
-            emit(ex.finish())
-    finally:
-        if progress is not None:
-            progress.stop()
-        close()
-    for rep in reports:
-        for w in rep.warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        if rep.error:
-            print(f"error: {rep.error}", file=sys.stderr)
+    reports, code = _run_inputs(args.inputs, ex.read, emit, ex.finish, out.flush, close, lambda: written)
     counts = ex.counts()
-    flagged = ", ".join(f"{k} {v}" for k, v in counts["exchanges_by_flag"].items()) or "none"  # type: ignore[attr-defined]
-    print(f"extracted {written} exchanges from {counts['packets']} packets "
-          f"({counts['http_connections']} HTTP of {counts['tcp_connections']} TCP connections); "
-          f"flagged: {flagged}", file=sys.stderr)
+    _summary(written, counts)
     return code
 
 

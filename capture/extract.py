@@ -13,7 +13,7 @@ import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol, TypeVar
 
 from .exchange import Exchange
 from .http1 import DEFAULT_MAX_BODY
@@ -23,6 +23,7 @@ from .pcapfile import CaptureDecoder, CaptureError, NotACapture, Record, sniff_f
 from .tcp import Reassembler
 
 CHUNK = 1 << 20
+T = TypeVar("T", covariant=True)
 
 
 def parse_server(spec: str) -> tuple[bytes, int]:
@@ -166,8 +167,21 @@ class _Prefixed:
         return h + self.f.read(n - len(h)) if n > len(h) else h
 
 
-def read_capture(path: str, report: InputReport) -> Iterator[list[Record]]:
-    """Yield batches of records from one input, recording trouble in `report`.
+class Decoder(Protocol[T]):
+    """What read_capture drives: CaptureDecoder, or the native engine (native_extract)."""
+
+    records: int
+    unknown_blocks: int
+    error: str | None
+
+    def feed(self, data: bytes) -> T | None: ...  # a batch, or nothing new (falsy)
+    def leftover(self) -> int: ...
+
+
+def read_capture(path: str, report: InputReport,
+                 decoder: Callable[[], Decoder[T]] = CaptureDecoder) -> Iterator[T]:  # type: ignore[assignment]
+    """Yield batches of records (or what `decoder` makes of them) from one input, recording
+    trouble in `report`.
 
     Raises NotACapture when the input is not a capture at all. A corrupt record mid-file ends
     the file (report.error); a truncated last record is a warning: what came before is used.
@@ -179,7 +193,7 @@ def read_capture(path: str, report: InputReport) -> Iterator[list[Record]]:
         if fmt not in ("pcap", "pcapng"):
             raise NotACapture(f"{path} is not a pcap or pcapng file")
         report.format = fmt
-        dec = CaptureDecoder()
+        dec = decoder()
         data = head
         while True:
             try:

@@ -9,11 +9,9 @@ holds the two to byte-identical lines and equal counts.
 """
 from __future__ import annotations
 
-import zlib
 from typing import Any, Iterable, Iterator
 
-from .extract import CHUNK, InputReport, _open, _read
-from .pcapfile import CaptureError, NotACapture, sniff_format
+from .extract import InputReport, read_capture
 
 
 def load() -> Any | None:
@@ -40,56 +38,9 @@ class NativeExtractor:
         return lines, n
 
     def read(self, path: str, report: InputReport) -> Iterator[tuple[bytes, int]]:
-        """read_capture for one input: yield the JSON lines each chunk with records completes,
-        and their number.
-
-        Raises NotACapture when the input is not a capture at all. A corrupt record mid-file
-        ends the file (report.error); a truncated last record is a warning.
-        """
-        eng = self.engine
-        f, head, compressed = _open(path)
-        report.compressed = compressed
-        try:
-            fmt = sniff_format(head)
-            if fmt not in ("pcap", "pcapng"):
-                raise NotACapture(f"{path} is not a pcap or pcapng file")
-            report.format = fmt
-            eng.new_input()
-            data = head
-            while True:
-                before = eng.input_records
-                try:
-                    lines = eng.feed(data)
-                except CaptureError as e:
-                    report.error = f"{path}: {e}; stopped reading this file"
-                    report.records = eng.input_records
-                    return
-                if eng.input_records != before:  # read_capture yields batches that hold records
-                    yield self._lines(lines)
-                if eng.input_error is not None:
-                    report.error = f"{path}: {eng.input_error}; stopped reading this file"
-                    report.records = eng.input_records
-                    return
-                report.bytes += len(data)
-                try:
-                    data = _read(f, CHUNK)
-                except (OSError, EOFError, zlib.error) as e:
-                    report.error = f"{path}: read failed after {report.bytes} bytes ({e}); kept what came before"
-                    report.records = eng.input_records
-                    return
-                if not data:
-                    break
-            report.records = eng.input_records
-            report.skipped_blocks = eng.input_unknown_blocks
-            left = eng.input_leftover
-            if left:
-                report.truncated_bytes = left
-                report.warnings.append(
-                    f"{path}: last record truncated ({left} bytes ignored); {eng.input_records} records used"
-                )
-        finally:
-            if path != "-":
-                f.close()
+        """read_capture for one input: the JSON lines each chunk with records completes, and
+        their number (the same input handling, reports and errors as the Python engine's)."""
+        return read_capture(path, report, lambda: _Input(self))
 
     def finish(self) -> tuple[bytes, int]:
         """End of all input: the lines that closing every connection completes."""
@@ -97,3 +48,33 @@ class NativeExtractor:
 
     def counts(self) -> dict[str, object]:
         return self.engine.counts()  # type: ignore[no-any-return]
+
+
+class _Input:
+    """The engine as read_capture's decoder for one input (a new capture stream; connections
+    carry over from the inputs before it)."""
+
+    def __init__(self, owner: NativeExtractor) -> None:
+        self.owner = owner
+        self.engine = owner.engine
+        self.engine.new_input()
+
+    def feed(self, data: bytes) -> tuple[bytes, int] | None:
+        before = self.engine.input_records
+        lines = self.engine.feed(data)
+        return self.owner._lines(lines) if self.engine.input_records != before else None
+
+    @property
+    def records(self) -> int:
+        return self.engine.input_records  # type: ignore[no-any-return]
+
+    @property
+    def unknown_blocks(self) -> int:
+        return self.engine.input_unknown_blocks  # type: ignore[no-any-return]
+
+    @property
+    def error(self) -> str | None:
+        return self.engine.input_error  # type: ignore[no-any-return]
+
+    def leftover(self) -> int:
+        return self.engine.input_leftover  # type: ignore[no-any-return]

@@ -410,7 +410,8 @@ class Run:
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
-        sys.setswitchinterval(0.0005)  # the feeder and writer threads must not hold the loop long
+        if self.pacer.mode != "fast":  # the feeder and writer threads must not hold the loop long
+            sys.setswitchinterval(0.0005)
         # Millions of short-lived objects and hardly a cycle: a full collection stalls the loop
         # for 15-25 ms (a late burst of requests) for nothing. As in extract.
         gc.freeze()
