@@ -218,7 +218,10 @@ class Reassembler:
         if h.ended:
             return
         while h.ooo:
+            before = len(h.ooo)
             self._skip_to_buffered(conn, d, h, ts)
+            if len(h.ooo) >= before:
+                self._take_wrapped(conn, d, h)
         if h.fin is not None and h.next is not None:
             hole = (h.fin - h.next) & M32
             if 0 < hole < HALF:
@@ -226,6 +229,20 @@ class Reassembler:
                 self._gap(conn.sink, d, hole, ts)
                 h.next = h.fin
         self._end_half(conn, d, ts)
+
+    def _take_wrapped(self, conn: Connection, d: int, h: Half) -> None:
+        """No progress: the earliest waiting segment (by offset from the base) is behind `next`,
+        yet _drain keeps it because its offset compares larger: the offsets wrapped (a stream
+        past 4 GiB, or reached through acknowledged holes). Take it as what it is, data before
+        `next` (a retransmission, or the part of it that is new), or the flush never ends."""
+        s = self._first_waiting(h)
+        assert s is not None
+        heapq.heappop(h.heap)
+        payload, ts, ack_rel, missing = h.ooo.pop(s)
+        h.ooo_bytes -= max(len(payload), 1)
+        new = self._past_next(conn, d, h, s, payload, missing)
+        if new is not None:
+            self._in_order(conn, d, h, new[0], new[1], ts, ack_rel)
 
     def _finish(self, conn: Connection, ts: float) -> None:
         for d in (0, 1):
