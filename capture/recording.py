@@ -168,7 +168,8 @@ def read_exchanges(rec: Path, columns: list[str] | None = None, batch_size: int 
 
 
 def exchange_batches(rec: Path, columns: list[str] | None = None, batch_size: int = 65536,
-                     limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> Iterator[pa.RecordBatch]:
+                     limit: int | None = None, stride: tuple[int, int] = (0, 1),
+                     threads: bool = True) -> Iterator[pa.RecordBatch]:
     """Stream the exchanges of a recording, part by part, as record batches: the first `limit`,
     and of those, with `stride` (k, n), only the batches numbered k modulo n (readers in n
     processes share a recording without each converting every row)."""
@@ -177,7 +178,7 @@ def exchange_batches(rec: Path, columns: list[str] | None = None, batch_size: in
     number = 0
     for part in sorted((rec / "exchanges").glob("part-*.parquet")):
         pf = pq.ParquetFile(part)
-        for batch in pf.iter_batches(columns=columns, batch_size=batch_size):
+        for batch in pf.iter_batches(columns=columns, batch_size=batch_size, use_threads=threads):
             if limit is not None and seen + batch.num_rows > limit:
                 batch = batch.slice(0, limit - seen)
             seen += batch.num_rows
