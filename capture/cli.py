@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import os
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -24,11 +24,42 @@ from .http1 import DEFAULT_MAX_BODY
 from .pcapfile import NotACapture, Record
 
 
+# The subcommands shipped with shadowtap (pyproject.toml's `shadowtap.commands` entry points,
+# which other packages may add to): a named one is loaded without scanning the installed
+# distributions for entry points, which costs more than loading the command (50 ms).
+COMMANDS = {
+    "extract": "capture.cli:register_extract", "capture": "capture.agent:register",
+    "replay": "replay.cli:register", "mirror": "replay.mirror:register",
+    "analyze": "analyze.cli:register", "show": "analyze.show:register", "demo": "analyze.demo:register",
+}
+
+
 def version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("shadowtap")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+class _Version(argparse.Action):
+    """--version, looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(f"shadowtap {version()}")
+        parser.exit()
+
+
+def _registrars() -> dict[str, str]:
+    """Every subcommand: the shipped ones and any other package's entry points."""
+    from importlib import metadata
+
+    found = {ep.name: ep.value for ep in metadata.entry_points(group="shadowtap.commands")}
+    return {**COMMANDS, **found}
 
 
 def _size(text: str) -> int:
@@ -370,15 +401,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Test a new release against real production traffic, offline: "
         "capture, extract, replay to a shadow, analyze the differences.",
     )
-    parser.add_argument("--version", action="version", version=f"shadowtap {version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    seen = set()
-    for ep in sorted(metadata.entry_points(group="shadowtap.commands"), key=lambda e: e.name):
-        if ep.name not in seen and (only is None or ep.name == only):
-            seen.add(ep.name)
-            ep.load()(sub)
-    if "extract" not in seen and only in (None, "extract"):  # a source tree never installed
-        register_extract(sub)
+    table = {only: COMMANDS[only]} if only in COMMANDS else _registrars()
+    for name in sorted(table):
+        if only is None or name == only:
+            module, _, func = table[name].partition(":")
+            getattr(importlib.import_module(module), func)(sub)
     return parser
 
 
@@ -386,8 +415,9 @@ def _command(argv: list[str]) -> str | None:
     """The subcommand named on the command line, if it is one (else every one is loaded, for
     the help or the error that lists them)."""
     first = next((a for a in argv if not a.startswith("-")), None)
-    names = {ep.name for ep in metadata.entry_points(group="shadowtap.commands")} | {"extract"}
-    return first if first in names else None
+    if first in COMMANDS:
+        return first
+    return first if first is not None and first in _registrars() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,7 +115,8 @@ class NativePool:
         self.in_flight += len(jobs)
         self.owner.sender.submit(
             self.index, [j.id for j in jobs], [j.data for j in jobs], [j.host for j in jobs],
-            bytes(j.close for j in jobs), bytes(j.method == "HEAD" for j in jobs), list(dues))
+            bytes(j.close for j in jobs), bytes(j.method == "HEAD" for j in jobs),
+            None if all(d is None for d in dues) else list(dues))
 
     def abandon(self, kind: str, detail: str) -> None:
         self.owner.abandon(kind, detail)

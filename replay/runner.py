@@ -619,6 +619,8 @@ class Run:
         """Wait for what is in flight: each request ends by --timeout once it has a connection,
         and waiting ones get theirs in turn. A second stop signal cuts this short: what was
         sent is then recorded as `interrupted`, and what was not is left for a re-run."""
+        if self.native is not None:
+            self.native.sender.close_input()  # nothing more comes: it reports the last answers at once
         while any(p.in_flight for p in self.pools) and not self.hurry:
             await asyncio.sleep(0.01)
         if self.hurry:

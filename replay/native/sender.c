@@ -339,7 +339,7 @@ static void emit(Sender *s, conn_t *c, const char *error, const char *detail, in
         pthread_cond_wait(&s->room, &s->lock);
     }
     col_bytes(&b->c[C_ID], j->id, j->idlen);
-    if (j->has_host) col_latin1(&b->c[C_HOST], (const uint8_t *)j->host, j->hostlen);
+    if (j->has_host) col_bytes(&b->c[C_HOST], j->host, j->hostlen);
     else col_null(&b->c[C_HOST]);
     col_f64(&b->c[C_DUE], j->t_due);
     col_f64(&b->c[C_SEND], c->t_send);
@@ -1104,7 +1104,8 @@ static PyObject *Sender_start(Sender *s, PyObject *noargs) {
 }
 
 /* submit(target_index, ids, datas, hosts, closes, heads, dues): hosts entries are str or
- * None; closes/heads are bytes of 0/1 per job; dues a list of float or None. */
+ * None; closes/heads are bytes of 0/1 per job; dues a list of float or None, or None for
+ * none at all. */
 static PyObject *Sender_submit(Sender *s, PyObject *args) {
     int ti;
     PyObject *ids, *datas, *hosts, *dues;
@@ -1116,10 +1117,11 @@ static PyObject *Sender_submit(Sender *s, PyObject *args) {
     Py_ssize_t n = 0;
     if (ti < 0 || ti >= s->ntargets) { PyErr_SetString(PyExc_IndexError, "target"); goto out; }
     fi = PySequence_Fast(ids, "ids"); fd = PySequence_Fast(datas, "datas");
-    fh = PySequence_Fast(hosts, "hosts"); fu = PySequence_Fast(dues, "dues");
-    if (!fi || !fd || !fh || !fu) goto out;
+    fh = PySequence_Fast(hosts, "hosts");
+    fu = dues == Py_None ? NULL : PySequence_Fast(dues, "dues"); /* None: no job has a due time */
+    if (!fi || !fd || !fh || (dues != Py_None && !fu)) goto out;
     n = PySequence_Fast_GET_SIZE(fi);
-    if (PySequence_Fast_GET_SIZE(fd) != n || PySequence_Fast_GET_SIZE(fh) != n || PySequence_Fast_GET_SIZE(fu) != n ||
+    if (PySequence_Fast_GET_SIZE(fd) != n || PySequence_Fast_GET_SIZE(fh) != n || (fu && PySequence_Fast_GET_SIZE(fu) != n) ||
         closes.len != n || heads.len != n) {
         PyErr_SetString(PyExc_ValueError, "columns of different lengths");
         goto out;
@@ -1140,16 +1142,15 @@ static PyObject *Sender_submit(Sender *s, PyObject *args) {
         j->data = malloc((size_t)l + 1); memcpy(j->data, bp, (size_t)l); j->dlen = (size_t)l;
         PyObject *h = PySequence_Fast_GET_ITEM(fh, i);
         if (h != Py_None) {
-            /* latin-1 bytes of the Host (its str came from latin-1 bytes) */
-            PyObject *hb = PyUnicode_AsLatin1String(h);
-            if (!hb) goto fail_jobs;
-            j->hostlen = (size_t)PyBytes_GET_SIZE(hb);
+            /* UTF-8, as the Arrow column holds it */
+            const char *hp = PyUnicode_AsUTF8AndSize(h, &l);
+            if (!hp) goto fail_jobs;
+            j->hostlen = (size_t)l;
             j->host = malloc(j->hostlen + 1);
-            memcpy(j->host, PyBytes_AS_STRING(hb), j->hostlen);
-            Py_DECREF(hb);
+            memcpy(j->host, hp, j->hostlen);
             j->has_host = 1;
         }
-        PyObject *u = PySequence_Fast_GET_ITEM(fu, i);
+        PyObject *u = fu ? PySequence_Fast_GET_ITEM(fu, i) : Py_None;
         j->t_due = u == Py_None ? NAN : PyFloat_AsDouble(u);
         if (j->t_due == -1.0 && PyErr_Occurred()) goto fail_jobs;
         j->close = ((const char *)closes.buf)[i] != 0;
