@@ -371,6 +371,9 @@ class HttpConnection:
                 p.kill()
             if ex.request is not None and not ex.request.done:
                 ex.request.done = True
+                rp = self._req_parser()
+                if rp.msg is ex.request:
+                    rp.msg = None  # handed on now: the end of the stream must not change it later
         self._emit()
 
     def _emit(self, final: bool = False) -> None:

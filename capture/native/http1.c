@@ -975,6 +975,11 @@ void st_parser_eof(st_parser *p, double ts) {
 
 void st_parser_kill(st_parser *p) { kill_(p); }
 
+void st_parser_detach(st_parser *p) {
+    if (p->msg) st_msg_decref(p->msg);
+    p->msg = NULL;
+}
+
 void st_parser_resync(st_parser *p) { p->state = RESYNC; }
 
 void st_parser_expect_headless(st_parser *p, double ts) {

@@ -184,6 +184,7 @@ void st_parser_feed(st_parser *p, const uint8_t *data, size_t n, double ts, long
 int st_parser_gap(st_parser *p, unsigned long long nbytes, double ts, const char *cause);
 void st_parser_eof(st_parser *p, double ts);
 void st_parser_kill(st_parser *p);
+void st_parser_detach(st_parser *p);  /* forget the message in progress (handed on already) */
 void st_parser_resync(st_parser *p);
 void st_parser_expect_headless(st_parser *p, double ts);
 /* The fields pairing.py reads or writes: */

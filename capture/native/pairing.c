@@ -620,7 +620,11 @@ static void on_resp_end(void *owner, st_msg *msg) {
     if ((msg->flags & STF(UPGRADE)) && h->parsers[0]) {
         st_parser_kill(h->parsers[0]);
         st_parser_kill(h->parsers[1]);
-        if (ex->req && !ex->req->done) ex->req->done = 1;
+        if (ex->req && !ex->req->done) {
+            ex->req->done = 1;
+            st_parser *rp = h->parsers[h->client_dir];
+            if (st_parser_msg(rp) == ex->req) st_parser_detach(rp); /* as pairing.py */
+        }
     }
     ex_decref(ex);
     emit(h, 0);

@@ -301,3 +301,26 @@ def test_many_connections_and_reuse() -> None:
                              b"GET /%d HTTP/1.1\r\n\r\n" % i, 0)))
             t += 0.0001
     assert assert_same(segs, idle_timeout=1.0) == 40000
+
+
+def test_an_upgrade_answered_before_the_request_body_ends_is_final() -> None:
+    """The request is handed on with the 101; bytes and the end of the stream after it do not
+    change its line. (They did in the Python engine, so its JSON depended on where the input's
+    read batches ended; the native engine writes the line at hand-off.)"""
+    head = b"POST /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 100\r\n\r\n"
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    segs = [(1.0, _c(0, 0, SYN)), (1.1, _s(1000, 1, SYN | ACK)),
+            (1.2, _c(1, 1001, ACK | PSH, head + b"x" * 10)),
+            (1.3, _s(1001, 1 + len(head) + 10, ACK | PSH, answer)),
+            (1.4, _c(1 + len(head) + 10, 1001 + len(answer), ACK | PSH, b"y" * 50)),
+            (1.5, _c(1 + len(head) + 60, 1001 + len(answer), FIN | ACK))]
+    at_handoff, _ = python_run(segs)  # lines rendered as each segment hands them on
+    ex = Extractor()
+    for ts, seg in segs:  # one batch: rendered after everything was fed
+        ex.reasm.segment(ts, seg)
+    ex.reasm.flush()
+    at_end = [json_line(e) for e in ex._drain()]
+    assert at_handoff == at_end
+    (line,) = at_end
+    assert json.loads(line)["t_req_end"] == 1.2 and json.loads(line)["status"] == 101  # its last byte before the 101
+    assert_same(segs)
