@@ -364,20 +364,18 @@ def make_synthetic(ns: netlab.NetNS, server: netlab.Server, work: Path, args: ar
 def sendable_ids(rec: Path, limit: int | None) -> tuple[int, list[str], Counter[str]]:
     """(exchanges read, ids replay's planner sends with the CLI defaults, skips by reason), over
     the first ``limit`` exchanges in the order replay reads them."""
-    from capture.recording import read_exchanges
-    from replay.plan import COLUMNS, Captured, Planner, Skip
+    from replay.plan import Planner, Skip
     from replay.request import Edits
+    from replay.runner import recorded
     from replay.sampling import Sampler
 
     planner = Planner(Edits(), Sampler(100.0, "0"))
     ids: list[str] = []
     skips: Counter[str] = Counter()
     read = 0
-    for row in read_exchanges(rec, COLUMNS, batch_size=4096):
-        if limit is not None and read >= limit:
-            break
+    for c in recorded(rec, limit):  # replay's own reader
         read += 1
-        d = planner.decide(Captured.from_row(row))
+        d = planner.decide(c)
         if isinstance(d, Skip):
             skips[d.reason] += 1
         else:

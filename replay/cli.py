@@ -260,8 +260,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # Worker processes take a second to start: worth it for a large recording sent fast by the
     # asyncio loop. Not for the native loop: one process keeps it fed, and a second one only
     # takes CPU from the target (half the rate on two cores).
-    big = pacer.mode == "fast" and total >= 50_000 and not (
-        args.sender != "asyncio" and native.usable(targets, pacer.mode, live=False))
+    big = pacer.mode == "fast" and total >= 50_000 and not native.chosen(args.sender, targets, pacer.mode, False)
     workers = args.workers or (min(4, os.cpu_count() or 1) if big else 1)
     try:
         locks = lock_results(rec, [t.name for t in targets])

@@ -37,6 +37,11 @@ def usable(targets: Sequence[Any], mode: str, live: bool) -> bool:
     return _sender is not None and mode == "fast" and not live and all(t.scheme == "http" for t in targets)
 
 
+def chosen(sender: str, targets: Sequence[Any], mode: str, live: bool) -> bool:
+    """Does a run with `--sender` (auto, native or asyncio) send through the native loop?"""
+    return sender != "asyncio" and usable(targets, mode, live)
+
+
 def resolve(host: str, port: int) -> str:
     """The address to connect to (asyncio's create_connection takes the first one too)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

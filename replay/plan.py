@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Union
+from typing import Iterable, Union
 
 from .request import SAFE_METHODS, Edits, build
 from .sampling import Sampler
@@ -44,13 +44,6 @@ class Captured:
     body: bytes | None
     t: float | None  # capture time of the request's first byte
     flags: list[str]
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Captured":
-        hs = row.get("req_headers") or []
-        return cls(row["id"], row["server"], row["method"], row["target"], row["version"],
-                   [(h["name"], h["value"]) for h in hs], row.get("req_body"),
-                   row["t_req_start"], row.get("flags") or [])
 
 
 COLUMNS = ["id", "server", "method", "target", "version", "req_headers", "req_body", "t_req_start",

@@ -248,7 +248,8 @@ def recorded(rec: Path, limit: int | None = None, stride: tuple[int, int] = (0, 
 
 
 def captured_rows(batch: pa.RecordBatch) -> list[Captured]:
-    """`Captured.from_row` for every row of a batch of COLUMNS."""
+    """A Captured for every row of a batch of COLUMNS (headers as (name, value) pairs, no
+    flags as an empty list)."""
     col = batch.column
     hdr = col("req_headers")
     offs = hdr.offsets.to_pylist()
@@ -435,7 +436,7 @@ class Run:
         self.journals = {t.name: Journal(target_dir(self.rec, t.name), self.tag) for t in self.targets}
         self.loop = loop
         self.pools: list[Any]
-        if self.opts.sender != "asyncio" and native.usable(self.targets, self.pacer.mode, self.opts.live):
+        if native.chosen(self.opts.sender, self.targets, self.pacer.mode, self.opts.live):
             self.native = native.NativeLoop(
                 loop, self.targets, [self.journals[t.name].fd for t in self.targets], self.opts.concurrency,
                 self.opts.timeout, self.opts.max_body, self.opts.discard, self._on_batch, self._wake,
