@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard capture/*.py replay/authority.py replay/sampling.py replay/request.py replay/plan.py) $(wildcard capture/native/*.c capture/native/*.h replay/native/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard capture/*.py replay/authority.py replay/sampling.py replay/request.py replay/plan.py) $(wildcard capture/native/*.c capture/native/*.h replay/native/*.c replay/native/*.h)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "installing the project and its test tools into $(VENV) (log: $(VENV)/install.log)"
 	@( $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[test]' ) > $(VENV)/install.log 2>&1 \

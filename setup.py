@@ -32,10 +32,12 @@ if os.environ.get("SHADOWTAP_PURE") != "1":
         extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-ffp-contract=off"],
         libraries=["m"],
     ))
-    # replay's send loop (replay/native/sender.c; replay.client is its reference).
+    # replay's send loop (replay/native/sender.c; replay.client is its reference) and the
+    # planning that feeds it (planner.c; replay.plan and replay.request are its reference).
     ext_modules.append(Extension(
         "replay._sender",
-        sources=["replay/native/sender.c"],
+        sources=["replay/native/sender.c", "replay/native/planner.c"],
+        depends=["replay/native/job.h"],
         extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-pthread"],
         extra_link_args=["-pthread"],
     ))

@@ -366,14 +366,14 @@ def sendable_ids(rec: Path, limit: int | None) -> tuple[int, list[str], Counter[
     the first ``limit`` exchanges in the order replay reads them."""
     from replay.plan import Planner, Skip
     from replay.request import Edits
-    from replay.runner import recorded
+    from replay.runner import Recorded
     from replay.sampling import Sampler
 
     planner = Planner(Edits(), Sampler(100.0, "0"))
     ids: list[str] = []
     skips: Counter[str] = Counter()
     read = 0
-    for c in recorded(rec, limit):  # replay's own reader
+    for c in Recorded(rec, limit):  # replay's own reader
         read += 1
         d = planner.decide(c)
         if isinstance(d, Skip):

@@ -18,7 +18,7 @@ from .client import Target
 from .plan import Planner
 from .request import SAFE_METHODS, Edits, HostRule
 from .results import Busy, lock_results
-from .runner import Options, Outcome, Run, recorded
+from .runner import Options, Outcome, Recorded, Run
 from .workers import run_workers
 from .sampling import Sampler
 from .schedule import Pacer
@@ -275,7 +275,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             outcome = run_workers(rec, targets, planner, pacer, opts, args.limit, workers,
                                   progress.show if progress else None)
         else:
-            run = Run(rec, targets, recorded(rec, args.limit), planner, pacer, opts,
+            run = Run(rec, targets, Recorded(rec, args.limit), planner, pacer, opts,
                       progress.update if progress else None)
             outcome = run.execute()
     except OSError as e:  # before the run could start: recovering an earlier run's results

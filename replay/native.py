@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
+from capture.recording import HEADERS as RECORDING_HEADERS
+
 from .results import RESULT_SCHEMA
 
 try:
@@ -26,6 +28,65 @@ _FIELDS = ("id", "host", "t_due", "t_send", "t_first_byte", "t_end", "status", "
            "headers", "header_names", "header_values", "body", "body_len", "interim", "interim_values",
            "error", "error_detail")
 _HEADER_STRUCT = RESULT_SCHEMA.field("headers").type.value_type
+
+
+def _spec(a: pa.Array) -> tuple[Any, Any, Any, int, int]:
+    """A string or binary array as planner.c's column spec."""
+    bufs = a.buffers()
+    return bufs[0], bufs[1], bufs[2], a.offset, len(a)
+
+
+def _list_spec(a: pa.Array) -> tuple[Any, Any, Any, int, int]:
+    """A list array's validity and offsets (they index its unsliced `values`)."""
+    bufs = a.buffers()
+    return bufs[0], bufs[1], None, a.offset, len(a)
+
+
+_STR = (pa.string(), pa.binary())
+
+
+def plan_columns(batch: pa.RecordBatch) -> tuple[Any, ...] | None:
+    """A batch of plan.COLUMNS as Planner.plan takes it (planner.c's K_* order), or None when
+    its types are not the recording's (then Python plans it)."""
+    col = batch.column
+    hdr, flags = col("req_headers"), col("flags")
+    if (any(col(k).type not in _STR for k in ("id", "server", "method", "target", "version", "req_body"))
+            or hdr.type != RECORDING_HEADERS or flags.type != pa.list_(pa.string())):
+        return None
+    names, values = hdr.values.flatten()  # (flatten applies the struct's own offset)
+    return (_spec(col("id")), _spec(col("server")), _spec(col("method")), _spec(col("target")),
+            _spec(col("version")), _list_spec(hdr), _spec(names), _spec(values), _spec(col("req_body")),
+            _list_spec(flags), _spec(flags.values))
+
+
+def fast_planner(planner: Any, primary: Sequence[tuple[str, int]] | None) -> Any:
+    """planner.c's Planner for a plan.Planner, or None where Python must plan every request:
+    no native build, a resumed run (ids already sent), or edits that are not Latin-1 text.
+    `primary`: the addresses a job's server must not be (None: --allow-primary)."""
+    if _sender is None or planner.done:
+        return None
+    e = planner.edits
+    sets = {k.lower(): (k, v) for k, v in e.set_headers}  # as request.build orders them
+    try:
+        return _sender.Planner(
+            e.host.mode, e.host.literal, e.host.suffix, [(lk, k, v) for lk, (k, v) in sets.items()],
+            sorted(e.drop_headers), sorted(planner.methods), planner.sampler.limit, planner.sampler.key,
+            planner.sampler.header, planner.allow_writes, None if primary is None else sorted(primary))
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return None
+
+
+def plan_batch(fast: Any, planner: Any, batch: pa.RecordBatch) -> Any:
+    """The batch's Planned (jobs ready for the loop, skips counted), or None: plan it in Python."""
+    cols = plan_columns(batch)
+    if cols is None:
+        return None
+    mask = None
+    if planner.include or planner.exclude:  # Python's regular expressions decide, as in admit()
+        inc, exc = planner.include, planner.exclude
+        mask = bytes(t is None or ((not inc or any(p.search(t) for p in inc)) and not any(p.search(t) for p in exc))
+                     for t in batch.column("target").to_pylist())
+    return fast.plan(cols, mask)
 
 
 def available() -> bool:
@@ -122,6 +183,11 @@ class NativePool:
             self.index, [j.id for j in jobs], [j.data for j in jobs], [j.host for j in jobs],
             bytes(j.close for j in jobs), bytes(j.method == "HEAD" for j in jobs),
             None if all(d is None for d in dues) else list(dues))
+
+    def submit_planned(self, planned: Any) -> None:
+        """A Planned's jobs (planner.c), shared with the other targets' queues."""
+        self.in_flight += len(planned)
+        self.owner.sender.submit_planned(self.index, planned)
 
     def abandon(self, kind: str, detail: str) -> None:
         self.owner.abandon(kind, detail)

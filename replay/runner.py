@@ -30,17 +30,22 @@ import pyarrow as pa
 
 from . import native
 from .client import Pool, Target
-from .plan import COLUMNS, Captured, Job, Planner, count_skip
+from .plan import COLUMNS, SKIP_REASONS, Captured, Job, Planner, count_skip
 from .results import Journal, Result, ResultParts, read_journal, recorded_ids, target_dir
 from .schedule import Pacer, in_time_order
 
 CHUNK = 256  # jobs per hand-over from the feeder to the loop
+ROW_BATCH = 512  # recording rows per read, when Python plans them
+PLANNED_BATCH = 4096  # ... and when planner.c does (workers stride over batches: one size per run)
 ROWS_PER_PART = 20_000
 BYTES_PER_PART = 64 << 20
 LAG_SAMPLE = 200_000
 _rng = random.Random(0)
 SPIN = 0.0015  # s before a due time when timers give way to yielding (see Run._until)
 FLUSH_EVERY = 5.0  # s: a killed run loses at most this much of its results (they stay journaled)
+
+
+Chunk = Any  # list[tuple[Job, float]] (due offsets), or planner.c's Planned (--pace fast)
 
 
 @dataclass
@@ -159,12 +164,13 @@ class Feeder(threading.Thread):
     take milliseconds per batch, which the schedule cannot spare."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, source: Iterable[Captured], planner: Planner,
-                 pacer: Pacer, deliver: Callable[[list[tuple[Job, float]] | None], None],
-                 shard: tuple[int, int] = (0, 1)) -> None:
+                 pacer: Pacer, deliver: Callable[[Chunk | None], None],
+                 shard: tuple[int, int] = (0, 1), fast: Any = None) -> None:
         super().__init__(name="replay-feeder", daemon=True)
         self.loop = loop
         self.source = source
         self.planner = planner
+        self.fast = fast  # planner.c's Planner: whole batches of a recording, for the native loop
         self.pacer = pacer
         self.deliver = deliver
         self.shard = shard
@@ -175,8 +181,8 @@ class Feeder(threading.Thread):
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
-    def _admitted(self) -> Iterator[Captured]:
-        for c in self.source:
+    def _admitted(self, source: Iterable[Captured]) -> Iterator[Captured]:
+        for c in source:
             self.read += 1
             skip = self.planner.admit(c)
             if skip is not None:
@@ -194,7 +200,10 @@ class Feeder(threading.Thread):
             background()
         size = 1 if self.pacer.mode == "live" else CHUNK  # live: each as it comes
         try:
-            admitted: Iterable[Captured] = self._admitted()
+            if self.fast is not None and isinstance(self.source, Recorded):
+                self._run_planned(self.source)
+                return
+            admitted: Iterable[Captured] = self._admitted(self.source)
             if self.pacer.mode == "captured":
                 admitted = in_time_order(admitted, key=lambda c: c.t or 0.0)
             chunk: list[tuple[Job, float]] = []
@@ -216,7 +225,30 @@ class Feeder(threading.Thread):
             if not self.stop.is_set():
                 self._hand(None)
 
-    def _hand(self, chunk: list[tuple[Job, float]] | None) -> None:
+    def _run_planned(self, source: "Recorded") -> None:
+        """--pace fast to the native loop: planner.c decides and builds a batch at a time
+        without the GIL, and the loop gets its jobs without a Python object per request. A
+        batch it hands back (text beyond Latin-1) is planned here, as every other run's."""
+        for batch in source.batches(PLANNED_BATCH):
+            planned = native.plan_batch(self.fast, self.planner, batch)
+            if planned is None:
+                chunk: list[tuple[Job, float]] = []
+                for c in self._admitted(captured_rows(batch)):
+                    chunk.append((self.planner.job(c), self.pacer.offset(c.t or 0.0)))
+                if chunk:
+                    self._hand(chunk)
+            else:
+                self.read += planned.rows
+                for reason, n in zip(SKIP_REASONS, planned.skips):
+                    if n:
+                        self.skips[reason] += n
+                self.skipped_writes.update(planned.writes)
+                if len(planned) or planned.refused is not None:
+                    self._hand(planned)
+            if self.stop.is_set():
+                return
+
+    def _hand(self, chunk: Chunk | None) -> None:
         while not self.room.acquire(timeout=0.2):
             if self.stop.is_set():
                 return
@@ -236,15 +268,26 @@ def background() -> None:
         pass
 
 
-def recorded(rec: Path, limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> Iterator[Captured]:
-    """The exchanges of a recording, in small batches (the loop's thread shares the GIL),
-    converted column by column (row dicts cost twice as much: the feeder is replay's
-    bottleneck once the native loop sends)."""
-    from capture.recording import exchange_batches
+class Recorded:
+    """The exchanges of a recording: as Captured rows, or as record batches (planner.c)."""
 
-    # (small batches decode faster in this thread than handed to arrow's pool and back)
-    for batch in exchange_batches(rec, COLUMNS, batch_size=512, limit=limit, stride=stride, threads=False):
-        yield from captured_rows(batch)
+    def __init__(self, rec: Path, limit: int | None = None, stride: tuple[int, int] = (0, 1)) -> None:
+        self.rec = rec
+        self.limit = limit
+        self.stride = stride  # (k, n): batches numbered k modulo n, so n workers share the input
+
+    def batches(self, size: int) -> Iterator[pa.RecordBatch]:
+        from capture.recording import exchange_batches
+
+        # (batches decode faster in this thread than handed to arrow's pool and back)
+        return exchange_batches(self.rec, COLUMNS, batch_size=size, limit=self.limit, stride=self.stride,
+                                threads=False)
+
+    def __iter__(self) -> Iterator[Captured]:
+        """Small batches (the loop's thread shares the GIL), converted column by column (row
+        dicts cost twice as much)."""
+        for batch in self.batches(ROW_BATCH):
+            yield from captured_rows(batch)
 
 
 def captured_rows(batch: pa.RecordBatch) -> list[Captured]:
@@ -357,12 +400,12 @@ class Run:
         self.started = 0.0
         self.elapsed = 0.0
         self.feeder: Feeder | None = None
-        self.refused: Job | None = None  # the job whose server is a target (not sent)
+        self.refused: tuple[str, str] | None = None  # (id, server) of a job captured at a target (not sent)
         self.own_traffic = 0  # live: captured exchanges that were our own requests to a target
         self.hurry = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._room_waiter: asyncio.Future[None] | None = None
-        self.chunks: asyncio.Queue[list[tuple[Job, float]] | None] | None = None
+        self.chunks: asyncio.Queue[Chunk | None] | None = None
         self.native: native.NativeLoop | None = None
 
     # -- resume --------------------------------------------------------------------------
@@ -403,11 +446,10 @@ class Run:
 
     def outcome(self) -> Outcome:
         f = self.feeder
-        r = self.refused
         return Outcome(self.stats, read=f.read if f else 0, skips=f.skips if f else Counter(),
                        skipped_writes=f.skipped_writes if f else Counter(), elapsed=self.elapsed,
-                       stopping=self.stopping, failure=self.failure,
-                       refused=(r.id, r.server) if r is not None else None, own_traffic=self.own_traffic)
+                       stopping=self.stopping, failure=self.failure, refused=self.refused,
+                       own_traffic=self.own_traffic)
 
     def request_stop(self, why: str) -> None:
         if self.stopping is None:
@@ -449,7 +491,8 @@ class Run:
             for p in self.pools:
                 p.on_room = self._wake
         self.chunks = asyncio.Queue()
-        self.feeder = Feeder(loop, self.source, self.planner, self.pacer, self.chunks.put_nowait, self.shard)
+        self.feeder = Feeder(loop, self.source, self.planner, self.pacer, self.chunks.put_nowait, self.shard,
+                             self._fast_planner())
         self.started = time.monotonic()
         self.wall0, self.mono0 = time.time(), time.monotonic()  # until the first job sets them
         ticker = loop.create_task(self._tick())
@@ -548,6 +591,14 @@ class Run:
             else:
                 await asyncio.sleep(0)
 
+    def _fast_planner(self) -> Any:
+        """planner.c for a fresh --pace fast run to the native loop from a recording (a resumed
+        run filters ids per target, and pcaps are extracted row by row: Python plans those)."""
+        if (self.native is None or self.pacer.mode != "fast" or self.shard[1] != 1
+                or not isinstance(self.source, Recorded) or any(self.sent_before.values())):
+            return None
+        return native.fast_planner(self.planner, None if self.opts.allow_primary else sorted(self.primary))
+
     def _room(self) -> int:
         """Requests in flight per target, waiting ones included. The native loop gets a deep
         queue: it must never wait for Python to hand it the next request."""
@@ -561,7 +612,15 @@ class Run:
         if w is not None and not w.done() and self._busiest() < self._room():
             w.set_result(None)
 
-    def _submit(self, batch: list[tuple[Job, float]]) -> None:
+    def _submit(self, batch: Chunk) -> None:
+        if not isinstance(batch, list):  # planner.c's: checked there (no resume, not live)
+            if batch.refused is not None:
+                self.refused = batch.refused
+                self.request_stop("primary")
+                return
+            for pool in self.pools:
+                pool.submit_planned(batch)
+            return
         if self.opts.live:
             own = [j for j, _ in batch if _addr(j.server) in self.primary]
             if own:
@@ -570,7 +629,7 @@ class Run:
         elif not self.opts.allow_primary:
             for job, _ in batch:
                 if _addr(job.server) in self.primary:
-                    self.refused = job
+                    self.refused = (job.id, job.server)
                     self.request_stop("primary")
                     return
         for pool in self.pools:

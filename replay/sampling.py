@@ -18,12 +18,12 @@ class Sampler:
             raise ValueError(f"percent must be between 0 and 100, not {percent}")
         self.percent = percent
         self.header = header.lower() if header else None
-        self._key = blake2b(seed.encode(), digest_size=16).digest()  # any seed text, fixed length
-        self._limit = percent / 100.0
+        self.key = blake2b(seed.encode(), digest_size=16).digest()  # any seed text, fixed length (the hash key)
+        self.limit = percent / 100.0
 
     def position(self, key: str) -> float:
         """Where `key` falls in [0, 1): uniform over keys, fixed for a seed."""
-        h = blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=self._key).digest()
+        h = blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=self.key).digest()
         return int.from_bytes(h, "big") / _SCALE
 
     def key_of(self, exchange_id: str, headers: list[tuple[str, str]] | None) -> str:
@@ -35,8 +35,8 @@ class Sampler:
         return "id:" + exchange_id
 
     def keep(self, exchange_id: str, headers: list[tuple[str, str]] | None = None) -> bool:
-        if self._limit >= 1.0:
+        if self.limit >= 1.0:
             return True
-        if self._limit <= 0.0:
+        if self.limit <= 0.0:
             return False
-        return self.position(self.key_of(exchange_id, headers)) < self._limit
+        return self.position(self.key_of(exchange_id, headers)) < self.limit

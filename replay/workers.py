@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .client import Target
 from .plan import Planner
-from .runner import Options, Outcome, Run, recorded
+from .runner import Options, Outcome, Recorded, Run
 from .schedule import Pacer
 
 FIELDS = 4  # per worker: read, sent, responses, errors
@@ -85,9 +85,9 @@ def _work(spec: Spec, counters: Any, results: Any, gate: SharedGate) -> None:
 
     pacer = Pacer(*spec.pace)
     if pacer.mode == "fast":  # no schedule to share: each worker reads only its own batches
-        source, shard = recorded(spec.rec, spec.limit, spec.shard), (0, 1)
+        source, shard = Recorded(spec.rec, spec.limit, spec.shard), (0, 1)
     else:  # every worker paces every request, and sends those whose id hashes to it
-        source, shard = recorded(spec.rec, spec.limit), spec.shard
+        source, shard = Recorded(spec.rec, spec.limit), spec.shard
     run = Run(spec.rec, spec.targets, source, spec.planner, pacer, spec.opts, progress, shard, gate, f"-w{i}")
     try:
         outcome = run.execute(recover=False)

@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "job.h"
+
 #define IDLE_REUSE 1.0
 #define SWEEP 0.05
 #define MAX_HEAD (64 * 1024)
@@ -156,20 +158,6 @@ static void batch_free(batch_t *b) {
 }
 
 /* ---- jobs, connections, targets -------------------------------------------------------- */
-
-typedef struct job {
-    int refs;
-    char *id; size_t idlen;
-    char *data; size_t dlen;
-    char *host; size_t hostlen; int has_host;
-    double t_due;           /* NaN: none */
-    int close;              /* the captured request asked to close its connection */
-    int head;               /* HEAD: the answer has no body */
-} job_t;
-
-static void job_decref(job_t *j) {
-    if (--j->refs == 0) { free(j->id); free(j->data); free(j->host); free(j); }
-}
 
 typedef struct {
     job_t **items;
@@ -1178,6 +1166,27 @@ out:
     return r;
 }
 
+/* submit_planned(target_index, planned): queue a Planned's jobs (planner.c) for one target;
+ * a job queued for several targets is shared, not copied. */
+static PyObject *Sender_submit_planned(Sender *s, PyObject *args) {
+    int ti;
+    PyObject *planned;
+    if (!PyArg_ParseTuple(args, "iO", &ti, &planned)) return NULL;
+    if (ti < 0 || ti >= s->ntargets) { PyErr_SetString(PyExc_IndexError, "target"); return NULL; }
+    job_t **jobs;
+    size_t n;
+    if (planned_jobs(planned, &jobs, &n) < 0) return NULL;
+    for (size_t i = 0; i < n; i++) job_incref(jobs[i]);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < n; i++) jobq_push(&s->incoming[ti], jobs[i]);
+    s->targets[ti].in_flight += (long long)n;
+    pthread_mutex_unlock(&s->lock);
+    Py_END_ALLOW_THREADS
+    wake(s);
+    Py_RETURN_NONE;
+}
+
 static PyObject *bitmap(const buf_t *valid, int32_t rows, int *all) {
     Py_ssize_t nb = (rows + 7) / 8;
     PyObject *b = PyBytes_FromStringAndSize(NULL, nb);
@@ -1334,6 +1343,7 @@ static void Sender_dealloc(Sender *s) {
 static PyMethodDef Sender_methods[] = {
     {"start", (PyCFunction)Sender_start, METH_NOARGS, "start the send thread"},
     {"submit", (PyCFunction)Sender_submit, METH_VARARGS, "queue jobs for one target"},
+    {"submit_planned", (PyCFunction)Sender_submit_planned, METH_VARARGS, "queue a Planned's jobs for one target"},
     {"collect", (PyCFunction)Sender_collect, METH_NOARGS, "finished results, per target, as column buffers"},
     {"close_input", (PyCFunction)Sender_close_input, METH_NOARGS, "no more jobs: finish what is queued"},
     {"abandon", (PyCFunction)Sender_abandon, METH_VARARGS, "stop now: in-flight requests end with an error kind"},
@@ -1370,5 +1380,6 @@ PyMODINIT_FUNC PyInit__sender(void) {
     if (!m) return NULL;
     Py_INCREF(&SenderType);
     if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0) { Py_DECREF(&SenderType); Py_DECREF(m); return NULL; }
+    if (planner_add_types(m) < 0) { Py_DECREF(m); return NULL; }
     return m;
 }

@@ -30,6 +30,8 @@ def package(root: Path, so_name: str, source: str) -> Path:
 
 @pytest.mark.parametrize("so_name,source", [
     ("_sender.cpython-311-x86_64-linux-gnu.so", "native/sender.c"),
+    ("_sender.cpython-311-x86_64-linux-gnu.so", "native/planner.c"),
+    ("_sender.cpython-311-x86_64-linux-gnu.so", "native/job.h"),
     ("plan.cpython-311-x86_64-linux-gnu.so", "plan.py"),
 ])
 def test_stale_compiled_module_refuses_to_import(tmp_path: Path, so_name: str, source: str) -> None:

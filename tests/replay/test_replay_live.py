@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import re
 import signal
 import socket
@@ -347,21 +348,61 @@ def test_baseline_and_several_targets_get_the_same_sample(lab: Lab, seed: Seed, 
     assert set(targets) == {"shadow", "other", "baseline"} and all(t["sent"] == n for t in targets.values())
 
 
+@pytest.mark.timeout(120)
+def test_fast_replay_planned_in_c_sends_what_python_plans(lab: Lab, tmp_path: Path) -> None:
+    """From a recording, --pace fast to the native loop is planned by planner.c, a batch at a
+    time; a batch it cannot take (here one holding a header beyond Latin-1, which the edits
+    drop) is planned in Python. Either way nginx must see, and the results must record,
+    exactly what the asyncio loop (planned in Python, row by row) sends."""
+    rng = random.Random(11)
+    rows = []
+    for i in range(9_000):
+        headers = [("Host", rng.choice(["shop.example", "shop.example:8080", "[::1]:80"])), ("X-Request-Id", f"u{i % 700}")]
+        if rng.random() < 0.2:
+            headers.append(("Cookie", "s=1"))
+        if 5_000 <= i < 5_010:  # in the second 4,096-row batch only
+            headers.append(("X-Drop", "\u2603"))
+        rows.append({"target": f"/small.txt?row={i}", "headers": headers,
+                     "method": rng.choice(["GET", "GET", "GET", "HEAD", "POST", "OPTIONS"])})
+    rec = tmp_path / "rec"
+    make_rec(rec, rows)
+    args = ["--pace", "fast", "--percent", "40", "--seed", "c", "--sample-key", "header:x-request-id",
+            "--drop-header", "x-drop", "--drop-header", "cookie", "--set-header", "X-Shadow: 1", "--allow-writes"]
+    seen = {}
+    for name, sender in (("native", "native"), ("asyncio", "asyncio")):
+        at = mark(lab.nginx)
+        d = replay(rec, "--target", lab.nginx.base_url, "--name", name, "--sender", sender, *args)
+        assert d.code == 0, d.stderr
+        results = read_results(rec, name)
+        log = logged_since(lab.nginx, at, expect=len(results))
+        summary = [line for line in d.stderr.splitlines() if "exchanges read" in line]
+        seen[name] = (sorted((r["id"], r["host"], r["status"], r["error"]) for r in results),
+                      sorted((x.method, x.target) for x in log), summary)
+    assert seen["native"] == seen["asyncio"]
+    ids = seen["native"][0]
+    assert 3_000 < len(ids) < 4_200, len(ids)  # 40 % of 9,000, by 700 request ids
+    assert {h for _, h, _, _ in ids} == {"shop.example-shadow", "shop.example-shadow:8080", "[::1]-shadow:80"}
+    sent = {t.rpartition("=")[2] for _, t in seen["native"][1]}
+    assert sent & {str(i) for i in range(5_000, 5_010)}  # some of the batch Python planned were sent
+
+
 # ------------------------------------------------------------------------------------------
 # 2. What the shadow is told, as the real server echoes it
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("loop", LOOPS)  # from a recording, --pace fast plans in C (planner.c)
 @pytest.mark.parametrize("name,args,want_host,check", [
     ("keep", ["--no-shadow-suffix"], "httpbin:8000", None),
     ("literal", ["--host-rewrite", "foo.example"], "foo.example", None),
     ("edits", ["--set-header", "X-Shadow: 1", "--drop-header", "User-Agent"], "httpbin-shadow:8000", "edits"),
 ])
 def test_host_rules_through_httpbin(lab: Lab, seed: Seed, tmp_path: Path, name: str, args: list[str],
-                                    want_host: str, check: str | None) -> None:
+                                    want_host: str, check: str | None, loop: str) -> None:
     rec = extract(seed.pcap, tmp_path / "rec")
     at = mark(lab.v2)
-    d = replay(rec, "--target", lab.v2.base_url, "--name", name, "--include-path", "^/headers$", *args)
+    d = replay(rec, "--target", lab.v2.base_url, "--name", name, "--include-path", "^/headers$", *args,
+               *LOOPS[loop])
     assert d.code == 0, d.stderr
     log = logged_since(lab.v2, at, expect=1)
     assert [(r.method, r.target) for r in log] == [("GET", "/headers")]
@@ -484,9 +525,17 @@ def test_pacing_matches_schedule_at_nginx(lab: Lab, tmp_path: Path) -> None:
                         "earliest_ms": round(min(lag.values()), 3), "sched_err_s": sched_err}
         if sched_err > 1e-6:
             failures.append(f"{name}: due times are not the schedule (max error {sched_err} s)")
-        if max(map(abs, err_ms)) > 5.0:
+        # nginx stamps $msec when it logs, so a request sent on time can still be logged late
+        # when the suite holds both cores (one was, 7 ms, in a CI run whose sends were all
+        # within 1.8 ms). A schedule that drifts or is kept by accumulated sleeps moves most
+        # of them; so: the median within 2 ms, 98 % within 5 ms, none beyond 30 ms.
+        abs_err = [abs(e) for e in err_ms]
+        report[name]["server_err_p50_ms"] = round(pct(abs_err, 0.5), 2)
+        report[name]["server_err_p98_ms"] = round(pct(abs_err, 0.98), 2)
+        if pct(abs_err, 0.5) > 2.0 or pct(abs_err, 0.98) > 5.0 or max(abs_err) > 30.0:
             worst = max(range(n), key=lambda i: abs(err_ms[i]))
-            failures.append(f"{name}: request {worst} reached nginx {err_ms[worst]:+.1f} ms off schedule "
+            failures.append(f"{name}: requests reached nginx off schedule: median {pct(abs_err, 0.5):.1f} ms, "
+                            f"p98 {pct(abs_err, 0.98):.1f} ms, worst request {worst} {err_ms[worst]:+.1f} ms "
                             f"(relative to request 0, itself sent {lag[0]:.1f} ms after its due time)")
         # The 2 ms p99 target is bench/replay.py's to measure on a quiet machine; here, sharing
         # two cores with the rest of the suite, a schedule that drifts or starts late fails.
@@ -644,10 +693,11 @@ def test_resume_after_sigkill(lab: Lab, tmp_path: Path, loop: str) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_refuses_the_captured_primary(lab: Lab, seed: Seed, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_refuses_the_captured_primary(lab: Lab, seed: Seed, tmp_path: Path, loop: str) -> None:
     rec = extract(seed.pcap, tmp_path / "rec")
     at = mark(lab.v1)
-    d = replay(rec, "--target", lab.v1.base_url)
+    d = replay(rec, "--target", lab.v1.base_url, *LOOPS[loop])
     assert d.code == 2, d.stderr
     line = stderr_error_line(d)
     assert "--allow-primary" in line, line
@@ -655,7 +705,7 @@ def test_refuses_the_captured_primary(lab: Lab, seed: Seed, tmp_path: Path) -> N
     assert mark(lab.v1) == at, "a request reached the primary"
     assert read_results(rec, "shadow") == []
 
-    d = replay(rec, "--target", lab.v1.base_url, "--allow-primary")
+    d = replay(rec, "--target", lab.v1.base_url, "--allow-primary", *LOOPS[loop])
     assert d.code == 0, d.stderr
     log = logged_since(lab.v1, at, expect=5)
     assert sorted(r.method for r in log) == ["GET", "GET", "GET", "GET", "HEAD"]
