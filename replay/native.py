@@ -42,7 +42,6 @@ def _list_spec(a: pa.Array) -> tuple[Any, Any, Any, int, int]:
     return bufs[0], bufs[1], None, a.offset, len(a)
 
 
-_STR = (pa.string(), pa.binary())
 
 
 def plan_columns(batch: pa.RecordBatch) -> tuple[Any, ...] | None:
@@ -50,8 +49,9 @@ def plan_columns(batch: pa.RecordBatch) -> tuple[Any, ...] | None:
     its types are not the recording's (then Python plans it)."""
     col = batch.column
     hdr, flags = col("req_headers"), col("flags")
-    if (any(col(k).type not in _STR for k in ("id", "server", "method", "target", "version", "req_body"))
-            or hdr.type != RECORDING_HEADERS or flags.type != pa.list_(pa.string())):
+    if (any(col(k).type != pa.string() for k in ("id", "server", "method", "target", "version"))
+            or col("req_body").type != pa.binary() or hdr.type != RECORDING_HEADERS
+            or flags.type != pa.list_(pa.string())):
         return None
     names, values = hdr.values.flatten()  # (flatten applies the struct's own offset)
     return (_spec(col("id")), _spec(col("server")), _spec(col("method")), _spec(col("target")),

@@ -14,7 +14,9 @@
  *     the head as Latin-1 and would fail on it, or not, depending on the edits);
  *   - a missing id, or (when the primary is checked) a missing or non-ASCII server.
  * Path patterns (Python regular expressions) are decided in Python and passed as a mask;
- * resumed runs (ids already sent) are planned in Python.
+ * resumed runs (ids already sent) are planned in Python. A batch holding a job captured at a
+ * target's own address (the primary, without --allow-primary) gives no jobs at all: the run
+ * is refused, and nothing of that batch is sent.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -254,6 +256,10 @@ static int col_parse(PyObject *spec, col_t *c) {
     long long off, len;
     memset(c, 0, sizeof *c);
     if (!PyArg_ParseTuple(spec, "OOOLL", &v, &o, &d, &off, &len)) return -1;
+    if (off < 0 || len < 0 || off > INT32_MAX || len > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a column's offset or length is out of range");
+        return -1;
+    }
     c->offset = off;
     c->length = len;
     if (get_buf(v, &c->valid, &c->has_valid) < 0 || get_buf(o, &c->offsets, &c->has_offsets) < 0 ||
@@ -484,7 +490,7 @@ typedef struct {
 } batch_t;
 
 static int text(batch_t *b, int k, str_t raw, str_t *out) {
-    if (b->ascii[k]) { *out = raw; return 0; }
+    if (b->ascii[k] || raw.n == 0) { *out = raw; return 0; }
     /* (room reserved for the whole row by row_texts) */
     uint8_t *o = b->scratch.p + b->scratch.n;
     ssize_t n = to_latin1(raw.p, raw.n, o);
@@ -724,8 +730,8 @@ static int plan_row(batch_t *b, int64_t i) {
     str_t rm = has_m ? col_str(&c[K_METHOD], i) : (str_t){NULL, 0};
     str_t rt = has_t ? col_str(&c[K_TARGET], i) : (str_t){NULL, 0};
     str_t rv = has_v ? col_str(&c[K_VERSION], i) : (str_t){NULL, 0};
-    int32_t ha, hb; /* (a null list's span, as runner.captured_rows reads it) */
-    col_span(&c[K_HEADERS], i, &ha, &hb);
+    int32_t ha = 0, hb = 0; /* a null list: no headers (as runner.captured_rows) */
+    if (col_valid(&c[K_HEADERS], i)) col_span(&c[K_HEADERS], i, &ha, &hb);
     /* the row's texts as Latin-1 (Python would encode them so) */
     size_t need = rm.n + rt.n + rv.n;
     for (int32_t k = ha; k < hb; k++) {
@@ -874,7 +880,9 @@ static PyObject *Planner_plan(Planner *p, PyObject *args) {
     memcpy(pl->skips, b.skips, sizeof b.skips);
     if (!pl->writes) { Py_DECREF(pl); goto out; }
     for (size_t w = 0; w < b.nw; w++) {
-        PyObject *key = PyUnicode_DecodeUTF8((const char *)b.wm[w].p, (Py_ssize_t)b.wm[w].n, "surrogateescape");
+        /* (plan.count_skip names an empty method "?") */
+        PyObject *key = b.wm[w].n ? PyUnicode_DecodeUTF8((const char *)b.wm[w].p, (Py_ssize_t)b.wm[w].n, "surrogateescape")
+                                  : PyUnicode_FromString("?");
         PyObject *val = PyLong_FromLongLong(b.wc[w]);
         if (!key || !val || PyDict_SetItem(pl->writes, key, val) < 0) { Py_XDECREF(key); Py_XDECREF(val); Py_DECREF(pl); goto out; }
         Py_DECREF(key); Py_DECREF(val);

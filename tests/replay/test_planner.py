@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not native.available(), reason="SHADOWTAP_PURE=1
 SCHEMA = pa.schema([EXCHANGE_SCHEMA.field(c) for c in COLUMNS])
 
 METHODS = ["GET", "GET", "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT", "get", "BREW",
-           None]
+           "", None]
 TARGETS = ["/", "/small.txt", "/a?b=c", "/caf\u00e9", "*", "http://httpbin:8000/get", "HTTPS://[::1]:8/y?z",
            "http://h", "hTTp://a#b", "http://x?y", "https://u@h:1/p", "http:/x", "ftp://x/y", "/p://q", "http://\u00e9:1/",
            None]
@@ -227,3 +227,33 @@ def test_bad_columns_are_refused_not_read() -> None:
     bad = pa.py_buffer(b"\x00\x00\x00\x00\xff\x00\x00\x00")  # an offset past the data
     with pytest.raises(ValueError):
         fast.plan(cols[:3] + [(v, bad, d, 0, 1)] + cols[4:], None)
+    with pytest.raises(ValueError):  # (no arithmetic on it overflows)
+        fast.plan(cols[:3] + [(v, o, d, 1 << 62, 1 << 62)] + cols[4:], None)
+
+
+def test_a_null_header_list_has_no_headers_in_both() -> None:
+    """A null list whose offsets still span values (Arrow allows it): no headers, and the
+    next rows keep their own."""
+    pair = pa.struct([("name", pa.string()), ("value", pa.string())])
+    values = pa.array([{"name": "Host", "value": "a"}, {"name": "Host", "value": "b"},
+                       {"name": "Host", "value": "c"}], pair)
+    heads = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3], pa.int32()), values, mask=pa.array([False, True, False]))
+    n = 3
+    batch = pa.RecordBatch.from_arrays([
+        pa.array([f"i{k}" for k in range(n)]), pa.array(["s:1"] * n), pa.array(["GET"] * n), pa.array(["/"] * n),
+        pa.array(["HTTP/1.1"] * n), heads, pa.array([None] * n, pa.binary()), pa.array([0.0] * n),
+        pa.array([None] * n, pa.list_(pa.string()))], schema=SCHEMA)
+    assert [c.headers for c in captured_rows(batch)] == [[("Host", "a")], [], [("Host", "c")]]
+    planned = check(Planner(Edits(), Sampler()), None, batch)
+    assert [j[2] for j in planned.jobs()] == ["a-shadow", None, "c-shadow"]
+
+
+def test_columns_of_other_types_are_planned_in_python() -> None:
+    rows = [{"id": "a", "server": "h:1", "method": "GET", "target": "/", "version": "HTTP/1.1",
+             "req_headers": [], "req_body": None, "t_req_start": 0.0, "flags": None}]
+    batch = pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
+    as_binary = batch.set_column(2, "method", batch.column("method").cast(pa.binary()))
+    assert native.plan_columns(as_binary) is None
+    as_large = batch.set_column(3, "target", batch.column("target").cast(pa.large_string()))
+    assert native.plan_columns(as_large) is None
+    assert native.plan_columns(batch) is not None
