@@ -135,8 +135,8 @@ def register(sub: Any) -> None:
                     help="with --pace captured: X times as fast")
     pc.add_argument("--rate", type=positive(float), metavar="R", help="a fixed R requests per second instead")
     pc.add_argument("--sender", choices=("auto", "native", "asyncio"), default="auto",
-                    help="the send loop: native (C, http targets, --pace fast) or asyncio (everything "
-                    "else); auto picks native where it serves (default)")
+                    help="the send loop: native (C, http:// targets) or asyncio (https:// too); auto "
+                    "picks native where it serves (default)")
     p.add_argument("--limit", type=positive(int), metavar="N", help="read at most N exchanges")
     p.add_argument("--workers", type=positive(int), metavar="N",
                    help="sending processes, sharing --concurrency (default: one per core, up to 4, for "
@@ -255,7 +255,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     opts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary,
                    sender=args.sender)
     if args.sender == "native" and not native.usable(targets, pacer.mode, live=False):
-        raise UserError("--sender native sends to http:// targets with --pace fast only"
+        raise UserError("--sender native sends to http:// targets only"
                         + ("" if native.available() else " (and this build has no native loop)"))
     # Worker processes take a second to start: worth it for a large recording sent fast by the
     # asyncio loop. Not for the native loop: one process keeps it fed, and a second one only

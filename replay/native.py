@@ -1,9 +1,10 @@
-"""The native send loop (replay/native/sender.c) seen from Python: when it can be used, and
-its results turned into Arrow record batches without a Python object per row.
+"""The native send loop (replay/native/sender.c) and planner (planner.c) seen from Python:
+when they can be used, and the loop's results turned into Arrow record batches without a
+Python object per row.
 
 The C loop answers the same questions as replay.client (which stays the reference and serves
-what the loop does not: https targets, and paced and live runs, where the asyncio dispatcher
-keeps the schedule); results are the same records either way (results.RESULT_SCHEMA).
+what the loop does not: https targets and mirror's live stream); results are the same records
+either way (results.RESULT_SCHEMA).
 """
 from __future__ import annotations
 
@@ -94,8 +95,9 @@ def available() -> bool:
 
 
 def usable(targets: Sequence[Any], mode: str, live: bool) -> bool:
-    """The loop serves plain-http targets of a `--pace fast` replay (no schedule to keep)."""
-    return _sender is not None and mode == "fast" and not live and all(t.scheme == "http" for t in targets)
+    """The loop serves replays to plain-http targets, paced or fast (mirror's live stream and
+    https go through replay.client)."""
+    return _sender is not None and mode != "live" and not live and all(t.scheme == "http" for t in targets)
 
 
 def chosen(sender: str, targets: Sequence[Any], mode: str, live: bool) -> bool:
@@ -177,12 +179,14 @@ class NativePool:
         self.in_flight = 0  # an upper bound between collections: the loop only lowers it
         self.sent = 0
 
-    def submit_batch(self, jobs: Sequence[Any], dues: Sequence[float | None]) -> None:
+    def submit_batch(self, jobs: Sequence[Any], dues: Sequence[float | None],
+                     ats: Sequence[float] | None = None) -> None:
+        """`ats`: each job's time.monotonic() instant, for the loop to send it then, not before."""
         self.in_flight += len(jobs)
         self.owner.sender.submit(
             self.index, [j.id for j in jobs], [j.data for j in jobs], [j.host for j in jobs],
             bytes(j.close for j in jobs), bytes(j.method == "HEAD" for j in jobs),
-            None if all(d is None for d in dues) else list(dues))
+            None if all(d is None for d in dues) else list(dues), None if ats is None else list(ats))
 
     def submit_planned(self, planned: Any) -> None:
         """A Planned's jobs (planner.c), shared with the other targets' queues."""

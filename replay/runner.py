@@ -43,6 +43,7 @@ LAG_SAMPLE = 200_000
 _rng = random.Random(0)
 SPIN = 0.0015  # s before a due time when timers give way to yielding (see Run._until)
 FLUSH_EVERY = 5.0  # s: a killed run loses at most this much of its results (they stay journaled)
+LEAD = 0.25  # s: how far ahead of its time a paced job goes to the native loop, which keeps the time
 
 
 Chunk = Any  # list[tuple[Job, float]] (due offsets), or planner.c's Planned (--pace fast)
@@ -557,8 +558,9 @@ class Run:
                 self._submit(chunk)
                 continue
             batch: list[tuple[Job, float]] = []
+            lead = LEAD if self.native is not None else 0.0  # the C loop waits for each job's time
             for job, off in chunk:
-                due = self.mono0 + off
+                due = self.mono0 + off - lead
                 if due > time.monotonic():
                     if batch:
                         self._submit(batch)
@@ -656,7 +658,10 @@ class Run:
             mode = self.pacer.mode
             # fast has no schedule to lag behind; live lags behind the capture itself
             dues = [None if mode == "fast" else job.t if mode == "live" else self.wall0 + off for job, off in todo]
-            pool.submit_batch([job for job, _ in todo], dues)
+            if self.native is not None and mode != "fast":  # the loop sends each at its time
+                pool.submit_batch([job for job, _ in todo], dues, [self.mono0 + off for _, off in todo])
+            else:
+                pool.submit_batch([job for job, _ in todo], dues)
 
     def _journal_for(self, name: str) -> Callable[[Job], None]:
         """Called by a connection just before it writes a request (OSError: not sent)."""
@@ -695,6 +700,8 @@ class Run:
         and waiting ones get theirs in turn. A second stop signal cuts this short: what was
         sent is then recorded as `interrupted`, and what was not is left for a re-run."""
         if self.native is not None:
+            if self.stopping:  # what has not left yet (queued, or waiting for its time) stays unsent
+                self.native.sender.cancel_pending()
             self.native.sender.close_input()  # nothing more comes: it reports the last answers at once
         while any(p.in_flight for p in self.pools) and not self.hurry:
             await asyncio.sleep(0.01)

@@ -14,7 +14,8 @@ typedef struct job {
     char *id; size_t idlen;
     char *data; size_t dlen;
     char *host; size_t hostlen; int has_host; /* host: UTF-8, as the result's Arrow column holds it */
-    double t_due;           /* NaN: none */
+    double t_due;           /* wall clock, for the result's lag; NaN: none */
+    double t_at;            /* monotonic: not sent before (a paced run's schedule); NaN: at once */
     int close;              /* the captured request asked to close its connection */
     int head;               /* HEAD: the answer has no body */
 } job_t;

@@ -715,6 +715,7 @@ static job_t *make_job(str_t id, const bytes_t *data, const bytes_t *host, int h
         j->has_host = 1;
     }
     j->t_due = NAN;
+    j->t_at = NAN;
     j->close = close;
     j->head = head;
     return j;

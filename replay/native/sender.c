@@ -16,6 +16,10 @@
  *     keep-alive, or a captured request that asked to close: the connection is not reused;
  *   - error kinds: refused, timeout, reset, protocol, too_large, interrupted.
  *
+ * Paced runs: a job may carry a monotonic time before which it is not sent. Jobs come in
+ * schedule order, so the loop looks at the head of each target's queue and arms a timerfd
+ * (microsecond wake-ups, where epoll's own timeout has milliseconds) for the earliest.
+ *
  * Python side: replay/native.py (the Arrow conversion) and replay/runner.py (when it is used).
  */
 #define PY_SSIZE_T_CLEAN
@@ -34,7 +38,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -237,7 +243,7 @@ typedef struct {
     double timeout;
     long long max_body;
     int discard;
-    int ep, wake_fd, ready_fd;
+    int ep, wake_fd, ready_fd, timer_fd;
     pthread_t thread;
     int started, joined;
     pthread_mutex_t lock;
@@ -246,6 +252,7 @@ typedef struct {
     jobq_t *incoming;       /* per target */
     int closed_input;
     int stop;               /* abandon: in-flight -> interrupted, backlog dropped */
+    int cancel;             /* cancel_pending: jobs not yet given a connection are dropped */
     char abandon_kind[32];
     char abandon_detail[200];
     char failure[300];      /* a journal write failed: the run must stop */
@@ -255,6 +262,7 @@ typedef struct {
     conn_t **to_send; size_t nsend, capsend;
     double next_sweep;
     double last_ready;
+    double timer_at;        /* when the timerfd is armed for (0: disarmed) */
 } Sender;
 
 static double mono(void) {
@@ -495,6 +503,8 @@ static void open_conn(Sender *s, target_t *t, conn_t *c, job_t *j, double now) {
 /* Hand waiting jobs to free connections: idle ones first (if fresh enough), then new ones. */
 static void dispatch(Sender *s, target_t *t, double now) {
     while (t->backlog.n) {
+        double at = t->backlog.items[t->backlog.head]->t_at;
+        if (!isnan(at) && at > now) return; /* not due yet: the timer wakes the loop */
         conn_t *idle = NULL, *free_slot = NULL;
         for (int i = 0; i < s->concurrency; i++) {
             conn_t *c = &t->conns[i];
@@ -900,16 +910,44 @@ static void sweep(Sender *s, double now) {
     }
 }
 
+/* Jobs without a connection yet: dropped, with no journal line and no result (a stopped
+ * run leaves them to a re-run). */
+static void drop_backlog(Sender *s, target_t *t) {
+    while (t->backlog.n) {
+        job_t *j = jobq_pop(&t->backlog);
+        pthread_mutex_lock(&s->lock);
+        t->in_flight--;
+        pthread_mutex_unlock(&s->lock);
+        job_decref(j);
+    }
+}
+
+/* Arm the timer for the earliest head of queue that is not due yet (or disarm it). */
+static void arm_timer(Sender *s, double now) {
+    double next = 0;
+    for (int ti = 0; ti < s->ntargets; ti++) {
+        jobq_t *q = &s->targets[ti].backlog;
+        if (!q->n) continue;
+        double at = q->items[q->head]->t_at;
+        if (!isnan(at) && at > now && (next == 0 || at < next)) next = at;
+    }
+    if (next == s->timer_at) return;
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (next > 0) {
+        its.it_value.tv_sec = (time_t)next;
+        its.it_value.tv_nsec = (long)((next - (double)its.it_value.tv_sec) * 1e9);
+        if (its.it_value.tv_nsec >= 1000000000L) { its.it_value.tv_sec++; its.it_value.tv_nsec -= 1000000000L; }
+        if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+    }
+    timerfd_settime(s->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+    s->timer_at = next;
+}
+
 static void abandon_all(Sender *s, const char *kind, const char *detail) {
     for (int ti = 0; ti < s->ntargets; ti++) {
         target_t *t = &s->targets[ti];
-        while (t->backlog.n) {
-            job_t *j = jobq_pop(&t->backlog);
-            pthread_mutex_lock(&s->lock);
-            t->in_flight--;
-            pthread_mutex_unlock(&s->lock);
-            job_decref(j);
-        }
+        drop_backlog(s, t);
         for (int i = 0; i < s->concurrency; i++) {
             conn_t *c = &t->conns[i];
             if (!c->job) continue;
@@ -933,10 +971,12 @@ static void *loop_main(void *arg) {
     Sender *s = arg;
     struct epoll_event evs[MAX_EVENTS];
     s->next_sweep = mono() + SWEEP;
+    prctl(PR_SET_TIMERSLACK, 1UL); /* this thread's timer wake-ups on time, not 50 µs late */
     for (;;) {
         /* take new jobs */
         pthread_mutex_lock(&s->lock);
-        int closed = s->closed_input, stop = s->stop;
+        int closed = s->closed_input, stop = s->stop, cancel = s->cancel;
+        s->cancel = 0;
         char kind[32], detail[200];
         memcpy(kind, s->abandon_kind, sizeof kind);
         memcpy(detail, s->abandon_detail, sizeof detail);
@@ -951,6 +991,8 @@ static void *loop_main(void *arg) {
             abandon_all(s, kind, detail);
             break;
         }
+        if (cancel)
+            for (int ti = 0; ti < s->ntargets; ti++) drop_backlog(s, &s->targets[ti]);
         double now = mono();
         for (int ti = 0; ti < s->ntargets; ti++) dispatch(s, &s->targets[ti], now);
         flush_sends(s);
@@ -970,14 +1012,16 @@ static void *loop_main(void *arg) {
             s->last_ready = now;
         }
         if (closed && !busy) break;
+        arm_timer(s, now);
         int wait_ms = (int)((s->next_sweep - now) * 1000.0) + 1;
         if (wait_ms < 0) wait_ms = 0;
         int n = epoll_wait(s->ep, evs, MAX_EVENTS, wait_ms);
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == NULL) {
+            if (evs[i].data.ptr == NULL || evs[i].data.ptr == (void *)&s->timer_fd) {
                 uint64_t v;
-                ssize_t r = read(s->wake_fd, &v, 8);
+                ssize_t r = read(evs[i].data.ptr == NULL ? s->wake_fd : s->timer_fd, &v, 8);
                 (void)r;
+                if (evs[i].data.ptr != NULL) s->timer_at = 0; /* fired */
                 continue;
             }
             on_event(s, evs[i].data.ptr, evs[i].events);
@@ -1035,7 +1079,7 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
     s->discard = discard;
     s->targets = calloc((size_t)nt, sizeof *s->targets);
     s->incoming = calloc((size_t)nt, sizeof *s->incoming);
-    s->ep = s->wake_fd = s->ready_fd = -1;
+    s->ep = s->wake_fd = s->ready_fd = s->timer_fd = -1;
     if (!s->targets || !s->incoming) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
     for (Py_ssize_t i = 0; i < nt; i++) {
         const char *ip;
@@ -1075,9 +1119,12 @@ static int Sender_init(Sender *s, PyObject *args, PyObject *kw) {
     s->ep = epoll_create1(EPOLL_CLOEXEC);
     s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->ready_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (s->ep < 0 || s->wake_fd < 0 || s->ready_fd < 0) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
+    s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (s->ep < 0 || s->wake_fd < 0 || s->ready_fd < 0 || s->timer_fd < 0) { PyErr_SetFromErrno(PyExc_OSError); return -1; }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(s->ep, EPOLL_CTL_ADD, s->wake_fd, &ev);
+    struct epoll_event tev = {.events = EPOLLIN, .data.ptr = &s->timer_fd};
+    epoll_ctl(s->ep, EPOLL_CTL_ADD, s->timer_fd, &tev);
     return 0;
 }
 
@@ -1091,25 +1138,28 @@ static PyObject *Sender_start(Sender *s, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
-/* submit(target_index, ids, datas, hosts, closes, heads, dues): hosts entries are str or
- * None; closes/heads are bytes of 0/1 per job; dues a list of float or None, or None for
- * none at all. */
+/* submit(target_index, ids, datas, hosts, closes, heads, dues, ats=None): hosts entries are
+ * str or None; closes/heads are bytes of 0/1 per job; dues (wall clock, for the results) a
+ * list of float or None, or None for none at all; ats (time.monotonic()) the instants before
+ * which each is not sent, in order, or None to send at once. */
 static PyObject *Sender_submit(Sender *s, PyObject *args) {
     int ti;
-    PyObject *ids, *datas, *hosts, *dues;
+    PyObject *ids, *datas, *hosts, *dues, *ats = Py_None;
     Py_buffer closes, heads;
-    if (!PyArg_ParseTuple(args, "iOOOy*y*O", &ti, &ids, &datas, &hosts, &closes, &heads, &dues)) return NULL;
+    if (!PyArg_ParseTuple(args, "iOOOy*y*O|O", &ti, &ids, &datas, &hosts, &closes, &heads, &dues, &ats)) return NULL;
     PyObject *r = NULL;
-    PyObject *fi = NULL, *fd = NULL, *fh = NULL, *fu = NULL;
+    PyObject *fi = NULL, *fd = NULL, *fh = NULL, *fu = NULL, *fa = NULL;
     job_t **jobs = NULL;
     Py_ssize_t n = 0;
     if (ti < 0 || ti >= s->ntargets) { PyErr_SetString(PyExc_IndexError, "target"); goto out; }
     fi = PySequence_Fast(ids, "ids"); fd = PySequence_Fast(datas, "datas");
     fh = PySequence_Fast(hosts, "hosts");
     fu = dues == Py_None ? NULL : PySequence_Fast(dues, "dues"); /* None: no job has a due time */
-    if (!fi || !fd || !fh || (dues != Py_None && !fu)) goto out;
+    fa = ats == Py_None ? NULL : PySequence_Fast(ats, "ats");
+    if (!fi || !fd || !fh || (dues != Py_None && !fu) || (ats != Py_None && !fa)) goto out;
     n = PySequence_Fast_GET_SIZE(fi);
     if (PySequence_Fast_GET_SIZE(fd) != n || PySequence_Fast_GET_SIZE(fh) != n || (fu && PySequence_Fast_GET_SIZE(fu) != n) ||
+        (fa && PySequence_Fast_GET_SIZE(fa) != n) ||
         closes.len != n || heads.len != n) {
         PyErr_SetString(PyExc_ValueError, "columns of different lengths");
         goto out;
@@ -1141,6 +1191,8 @@ static PyObject *Sender_submit(Sender *s, PyObject *args) {
         PyObject *u = fu ? PySequence_Fast_GET_ITEM(fu, i) : Py_None;
         j->t_due = u == Py_None ? NAN : PyFloat_AsDouble(u);
         if (j->t_due == -1.0 && PyErr_Occurred()) goto fail_jobs;
+        j->t_at = fa ? PyFloat_AsDouble(PySequence_Fast_GET_ITEM(fa, i)) : NAN;
+        if (j->t_at == -1.0 && PyErr_Occurred()) goto fail_jobs;
         j->close = ((const char *)closes.buf)[i] != 0;
         j->head = ((const char *)heads.buf)[i] != 0;
     }
@@ -1160,7 +1212,7 @@ fail_jobs:
     for (Py_ssize_t i = 0; i < n; i++) if (jobs[i]) { jobs[i]->refs = 1; job_decref(jobs[i]); }
     free(jobs);
 out:
-    Py_XDECREF(fi); Py_XDECREF(fd); Py_XDECREF(fh); Py_XDECREF(fu);
+    Py_XDECREF(fi); Py_XDECREF(fd); Py_XDECREF(fh); Py_XDECREF(fu); Py_XDECREF(fa);
     PyBuffer_Release(&closes);
     PyBuffer_Release(&heads);
     return r;
@@ -1259,6 +1311,23 @@ static PyObject *Sender_close_input(Sender *s, PyObject *noargs) {
     Py_RETURN_NONE;
 }
 
+/* cancel_pending(): jobs not yet given a connection (queued, or waiting for their time) are
+ * dropped: never journaled, never sent, no result. What is in flight finishes. */
+static PyObject *Sender_cancel_pending(Sender *s, PyObject *noargs) {
+    pthread_mutex_lock(&s->lock);
+    for (int ti = 0; ti < s->ntargets; ti++) {
+        job_t *j;
+        while ((j = jobq_pop(&s->incoming[ti])) != NULL) {
+            s->targets[ti].in_flight--;
+            job_decref(j);
+        }
+    }
+    s->cancel = 1;
+    pthread_mutex_unlock(&s->lock);
+    wake(s);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Sender_abandon(Sender *s, PyObject *args) {
     const char *kind, *detail;
     if (!PyArg_ParseTuple(args, "ss", &kind, &detail)) return NULL;
@@ -1337,6 +1406,7 @@ static void Sender_dealloc(Sender *s) {
     if (s->ep >= 0) close(s->ep);
     if (s->wake_fd >= 0) close(s->wake_fd);
     if (s->ready_fd >= 0) close(s->ready_fd);
+    if (s->timer_fd >= 0) close(s->timer_fd);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -1347,6 +1417,7 @@ static PyMethodDef Sender_methods[] = {
     {"collect", (PyCFunction)Sender_collect, METH_NOARGS, "finished results, per target, as column buffers"},
     {"close_input", (PyCFunction)Sender_close_input, METH_NOARGS, "no more jobs: finish what is queued"},
     {"abandon", (PyCFunction)Sender_abandon, METH_VARARGS, "stop now: in-flight requests end with an error kind"},
+    {"cancel_pending", (PyCFunction)Sender_cancel_pending, METH_NOARGS, "drop the jobs not yet sent; in-flight ones finish"},
     {"join", (PyCFunction)Sender_join, METH_NOARGS, "wait for the send thread to end"},
     {"counts", (PyCFunction)Sender_counts, METH_NOARGS, "(finished, failure, [(in_flight, sent)])"},
     {NULL, NULL, 0, NULL},

@@ -266,8 +266,8 @@ def seed(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Seed:
 # 1. The reference scenario
 
 
-# The asyncio loop (paced, the default) and the native one (--pace fast) must record the same.
-LOOPS = {"asyncio": [], "native": ["--pace", "fast", "--sender", "native"]}
+# The asyncio loop (paced) and the native one (--pace fast) must record the same.
+LOOPS = {"asyncio": ["--sender", "asyncio"], "native": ["--pace", "fast", "--sender", "native"]}
 
 
 @pytest.mark.timeout(90)
@@ -482,7 +482,8 @@ def test_sample_key_header_keeps_a_users_requests_together(lab: Lab, tmp_path: P
 
 
 @pytest.mark.timeout(120)
-def test_pacing_matches_schedule_at_nginx(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sender", ["native", "asyncio"])  # the C loop's timer, asyncio's timers
+def test_pacing_matches_schedule_at_nginx(lab: Lab, tmp_path: Path, sender: str) -> None:
     n = 300
     gaps = [0.020] * (n - 1)
     for i, g in ((40, 0.150), (41, 0.003), (42, 0.003), (100, 0.001), (101, 0.001), (170, 0.300), (250, 0.045)):
@@ -502,7 +503,7 @@ def test_pacing_matches_schedule_at_nginx(lab: Lab, tmp_path: Path) -> None:
     failures: list[str] = []
     for name, (args, offsets) in modes.items():
         at = mark(lab.nginx)
-        d = replay(rec, "--target", lab.nginx.base_url, "--name", name, *args)
+        d = replay(rec, "--target", lab.nginx.base_url, "--name", name, "--sender", sender, *args)
         assert d.code == 0, d.stderr
         log = logged_since(lab.nginx, at, expect=n)
         assert len(log) == n, (name, len(log))
@@ -620,16 +621,16 @@ def test_max_body_is_too_large_with_the_head_kept(lab: Lab, tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("loop", ["asyncio", "native"])
+@pytest.mark.parametrize("loop", ["asyncio", "native_paced", "native"])
 def test_resume_after_sigkill(lab: Lab, tmp_path: Path, loop: str) -> None:
-    """Paced (the asyncio loop) at 400 req/s to nginx, and fast (the native loop) to an
-    httpbin that takes 20 ms per answer: both are killed mid-run and resumed."""
+    """Paced at 400 req/s to nginx (either loop), and fast (the native loop) to an httpbin
+    that takes 20 ms per answer: each is killed mid-run and resumed."""
     n = 2000
     rec = tmp_path / "rec"
-    if loop == "asyncio":
+    if loop != "native":
         server = lab.nginx
         rows = gets(rec, _small_targets("resume", n))
-        args = [rec, "--target", server.base_url, "--rate", "400"]
+        args = [rec, "--target", server.base_url, "--rate", "400", "--sender", loop.partition("_")[0]]
     else:
         server = lab.slow
         rows = gets(rec, [f"/delay/0.02?resume={i}" for i in range(n)])
@@ -688,6 +689,56 @@ def test_resume_after_sigkill(lab: Lab, tmp_path: Path, loop: str) -> None:
     assert len(read_results(rec, "shadow")) == n
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("sender", ["native", "asyncio"])
+def test_sigint_stops_sending_and_a_rerun_finishes(lab: Lab, tmp_path: Path, sender: str) -> None:
+    """SIGINT in a paced run: nothing more is sent (the native loop holds jobs ahead of their
+    time: they are dropped, never journaled), what was sent is answered and recorded, exit 1;
+    the same command again sends the rest, none twice."""
+    n = 1500
+    rec = tmp_path / "rec"
+    rows = gets(rec, _small_targets("sigint", n))
+    target_of = {r["id"]: r["target"] for r in rows}
+    args = [rec, "--target", lab.nginx.base_url, "--rate", "300", "--sender", sender]
+    at = mark(lab.nginx)
+    journal = rec / "results" / "shadow" / "_sent.log"
+    with open(tmp_path / "first.err", "wb") as err:
+        proc = subprocess.Popen([*netlab.shadowtap_argv(), "replay", *map(str, args)], cwd=REPO,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True, env=netlab.curl_env())
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (journal.exists() and journal.stat().st_size > 0):
+            assert proc.poll() is None, (tmp_path / "first.err").read_text()
+            time.sleep(0.02)
+        time.sleep(1.5)
+        t_signal = time.time()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = (tmp_path / "first.err").read_text()
+    assert code == 1, stderr
+    assert "again to resume" in stderr, stderr
+    journaled = journal.read_text().split()
+    assert 200 < len(journaled) < 1000, len(journaled)  # ~1.5-2 s at 300 req/s
+    time.sleep(0.3)
+    first = logged_since(lab.nginx, at)
+    assert len(first) == len(journaled)  # every journaled request reached nginx, and no other
+    late = [x.msec for x in first if x.msec > t_signal + 0.05]  # (3.3 ms apart at 300 req/s)
+    assert not late, f"{len(late)} requests reached nginx after the signal"
+    results = read_results(rec, "shadow")
+    assert sorted(r["id"] for r in results) == sorted(journaled)
+    assert all(r["error"] is None and r["status"] == 200 for r in results)
+
+    d = replay(*args, "--pace", "fast")
+    assert d.code == 0, d.stderr
+    log = logged_since(lab.nginx, at, expect=n)
+    assert sorted(x.target for x in log) == sorted(target_of.values())  # each exactly once
+    ids_once(read_results(rec, "shadow"), set(target_of))
+
+
 # ------------------------------------------------------------------------------------------
 # 7. The captured primary is not a target unless allowed
 
@@ -717,7 +768,7 @@ def test_refuses_the_captured_primary(lab: Lab, seed: Seed, tmp_path: Path, loop
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("case", ["missing", "not_a_recording", "percent", "ftp", "native_paced"])
+@pytest.mark.parametrize("case", ["missing", "not_a_recording", "percent", "ftp", "native_https"])
 def test_bad_input(tmp_path: Path, case: str) -> None:
     rec = tmp_path / "rec"
     gets(rec, ["/a"])
@@ -730,8 +781,8 @@ def test_bad_input(tmp_path: Path, case: str) -> None:
         args = [tmp_path / "plain", *target]
     elif case == "percent":
         args = [rec, *target, "--percent", "150"]
-    elif case == "native_paced":  # the native loop keeps no schedule
-        args = [rec, *target, "--sender", "native"]
+    elif case == "native_https":  # the native loop speaks plain http
+        args = [rec, "--target", "https://127.0.0.1:9", "--sender", "native"]
     else:
         args = [rec, "--target", "ftp://x"]
     d = replay(*args, timeout=30)
@@ -743,7 +794,7 @@ def test_bad_input(tmp_path: Path, case: str) -> None:
     else:
         line = stderr_error_line(d)
         assert {"missing": "nope", "not_a_recording": "not a recording", "ftp": "ftp://x",
-                "native_paced": "--pace fast only"}[case] in line, line
+                "native_https": "http:// targets only"}[case] in line, line
     assert not (rec / "results").exists() or not any((rec / "results").rglob("part-*.parquet"))
 
 
