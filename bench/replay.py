@@ -28,7 +28,9 @@ Why it is built this way:
 * Pacing uses a synthetic recording (``--pace-requests`` GETs, ``t_req_start = t0 + i/rate``)
   with the request index in the query string, so each nginx log line ($msec, millisecond
   resolution, written when the response is done) can be set against its request's due time as
-  a cross-check of the results' own ``t_send - t_due``.
+  a cross-check of the results' own ``t_send - t_due``. It runs once per send loop: ``--sender
+  native`` (what ``replay`` uses for http:// targets: the verdict) and ``--sender asyncio`` (what
+  https:// targets and ``mirror`` get: printed beside it).
 * CPU seconds and peak RSS of a child come from ``os.wait4``: the CPU includes the replay's
   worker processes (if it starts any), the RSS is the largest single process's. On Linux a
   child's ru_maxrss starts at this script's own RSS when it forks (exec records the hiwater
@@ -573,24 +575,30 @@ def run_wrk(wrk: list[str], server: netlab.Server, args: argparse.Namespace, whe
             "stdout": wrun.stdout}
 
 
-def pacing(server: netlab.Server, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+SENDERS = ("native", "asyncio")  # replay's two send loops: C (http://, the default) and asyncio (https://, mirror)
+
+
+def pacing(server: netlab.Server, work: Path, args: argparse.Namespace, sender: str) -> dict[str, Any]:
     rec = work / "rec-pacing"
     n, rate = args.pace_requests, args.pace_rate
-    targets = [f"{args.path}?i={i}" for i in range(n)]
-    secs = synthetic_recording(rec, n, f"{server.host}:{server.port}", f"{server.host}:{server.port}",
-                               targets, rate=rate, conns=args.concurrency)
-    print(f"  pacing: synthetic recording of {n:,} GETs at {rate:g} req/s captured ({secs:.1f} s to write)",
-          file=sys.stderr)
+    secs = 0.0
+    if not rec.exists():  # one recording; each loop's results under their own name
+        targets = [f"{args.path}?i={i}" for i in range(n)]
+        secs = synthetic_recording(rec, n, f"{server.host}:{server.port}", f"{server.host}:{server.port}",
+                                   targets, rate=rate, conns=args.concurrency)
+        print(f"  pacing: synthetic recording of {n:,} GETs at {rate:g} req/s captured ({secs:.1f} s to write)",
+              file=sys.stderr)
     read, ids, skips = sendable_ids(rec, None)
     log0 = settle_log(server.access_log)
-    argv = replay_argv(rec, server.base_url, "paced", "captured", args, None)
+    name = f"paced-{sender}"
+    argv = replay_argv(rec, server.base_url, name, "captured", args, None, ["--sender", sender])
     print(f"  pacing: {' '.join(argv)}", file=sys.stderr)
     run = run_timed(argv, args.timeout, ok=None, cwd=REPO)
     log1 = settle_log(server.access_log)
     logged = log_lines(server.access_log, log0, log1)
     summary = parse_summary(run.stderr)
     print(f"  pacing: exit {run.returncode}, {run.seconds:.2f} s wall; {summary.get('line', run.stderr[-300:])}", file=sys.stderr)
-    acc, cols = account(rec, "paced", read, ids, skips, (len(logged), Counter(f[_F_STATUS] for f in logged)))
+    acc, cols = account(rec, name, read, ids, skips, (len(logged), Counter(f[_F_STATUS] for f in logged)))
 
     # The results' own send-time error.
     lag_ms = [(s - d) * 1000.0 for s, d in zip(cols["t_send"], cols["t_due"]) if s is not None and d is not None]
@@ -614,7 +622,7 @@ def pacing(server: netlab.Server, work: Path, args: argparse.Namespace) -> dict[
     span = (max(cols["t_send"]) - min(cols["t_send"])) if cols["t_send"] and all(
         s is not None for s in cols["t_send"]) else None
     return {
-        "requests": n, "rate": rate, "schedule_seconds": sched_s, "recording_seconds": round(secs, 2),
+        "sender": sender, "requests": n, "rate": rate, "schedule_seconds": sched_s, "recording_seconds": round(secs, 2),
         "argv": argv, "returncode": run.returncode, "wall_seconds": round(run.seconds, 3),
         "cpu_seconds": round(run.cpu_s, 2), "send_span_seconds": None if span is None else round(span, 3),
         "send_error_ms": late, "nginx_msec_error_ms": ngq, "nginx_matched": len(ng),
@@ -633,7 +641,7 @@ class Verdict:
     detail: str
 
 
-def verdicts(tp: dict[str, Any], pc: dict[str, Any]) -> list[Verdict]:
+def verdicts(tp: dict[str, Any], pcs: dict[str, dict[str, Any]]) -> list[Verdict]:
     acc = tp["accounting"]
     ratio = tp["ratio_wall"] or 0.0
     out = [Verdict(f"replay ≥ {RATIO_TARGET:g}× wrk req/s", ratio >= RATIO_TARGET,
@@ -645,12 +653,15 @@ def verdicts(tp: dict[str, Any], pc: dict[str, Any]) -> list[Verdict]:
                        f"{acc['lost']:,} lost of {acc['sendable']:,} sendable ({acc['without_result']:,} without a "
                        f"result, {acc['with_error']:,} with an error), {acc['duplicate_ids']} duplicate ids, "
                        f"nginx logged {acc['nginx_logged']:,}; replay exit {tp['replay']['returncode']}"))
-    p99 = pc["send_error_ms"]["p99"]
-    pacc = pc["accounting"]
-    out.append(Verdict(f"pacing send-time error p99 ≤ {LAG_P99_TARGET_MS:g} ms", p99 is not None
-                       and p99 <= LAG_P99_TARGET_MS and pacc["lost"] == 0 and pc["returncode"] == 0,
-                       f"p99 {p99} ms at {pc['rate']:g} req/s; {pc['send_error_ms']['over_target']} of "
-                       f"{pacc['sendable']:,} over {LAG_P99_TARGET_MS:g} ms; {pacc['lost']} lost"))
+    for sender, pc in pcs.items():
+        if sender != SENDERS[0]:
+            continue  # (the asyncio loop's numbers are printed: https:// and mirror use it)
+        p99 = pc["send_error_ms"]["p99"]
+        pacc = pc["accounting"]
+        out.append(Verdict(f"pacing send-time error p99 ≤ {LAG_P99_TARGET_MS:g} ms ({sender} loop)", p99 is not None
+                           and p99 <= LAG_P99_TARGET_MS and pacc["lost"] == 0 and pc["returncode"] == 0,
+                           f"p99 {p99} ms at {pc['rate']:g} req/s; {pc['send_error_ms']['over_target']} of "
+                           f"{pacc['sendable']:,} over {LAG_P99_TARGET_MS:g} ms; {pacc['lost']} lost"))
     return out
 
 
@@ -658,7 +669,7 @@ def _ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def print_table(tp: dict[str, Any], pc: dict[str, Any], vs: list[Verdict]) -> None:
+def print_table(tp: dict[str, Any], pcs: dict[str, dict[str, Any]], vs: list[Verdict]) -> None:
     r = tp["recording"]
     if r["made"] == "capture":
         how = ("real capture: " + " + ".join(" ".join(a[:-1]) for a in r["wrk_argv"])
@@ -718,8 +729,15 @@ def print_table(tp: dict[str, Any], pc: dict[str, Any], vs: list[Verdict]) -> No
     if rp["returncode"] != 0:
         print(f"  the replay exited {rp['returncode']}: " + rp["stderr_tail"].strip().splitlines()[-1][:300])
     print()
+    for pc in pcs.values():
+        print_pacing(pc)
+    for v in vs:
+        print(f"[{'PASS' if v.ok else 'FAIL'}] {v.name}: {v.detail}")
+
+
+def print_pacing(pc: dict[str, Any]) -> None:
     se, ng = pc["send_error_ms"], pc["nginx_msec_error_ms"]
-    print(f"pacing: {pc['requests']:,} GETs on a {pc['rate']:g} req/s captured schedule "
+    print(f"pacing, the {pc['sender']} loop: {pc['requests']:,} GETs on a {pc['rate']:g} req/s captured schedule "
           f"({pc['schedule_seconds']:.1f} s), --pace captured --concurrency {args_c(pc['argv'])}; "
           f"sends spanned {pc['send_span_seconds']} s, the process {pc['wall_seconds']} s")
     print(f"  {'send-time error, ms':<36} {'p50':>8} {'p99':>8} {'max':>8} {'min':>8} "
@@ -735,8 +753,6 @@ def print_table(tp: dict[str, Any], pc: dict[str, Any], vs: list[Verdict]) -> No
           f"nginx logged {pa_['nginx_logged']:,}; the CLI's own lag: p50 {pc['summary'].get('lag_p50')}, "
           f"p99 {pc['summary'].get('lag_p99')}")
     print()
-    for v in vs:
-        print(f"[{'PASS' if v.ok else 'FAIL'}] {v.name}: {v.detail}")
 
 
 def args_c(argv: list[str]) -> str:
@@ -803,15 +819,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{server.base_url} in {ns.name}", file=sys.stderr)
             print("throughput:", file=sys.stderr)
             tp = throughput(ns, server, work, args)
-            print("pacing:", file=sys.stderr)
-            pc = pacing(server, work, args)
+            pcs = {}
+            for sender in SENDERS:
+                print(f"pacing ({sender} loop):", file=sys.stderr)
+                pcs[sender] = pacing(server, work, args, sender)
             server.stop()
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    vs = verdicts(tp, pc)
+    vs = verdicts(tp, pcs)
     print()
-    print_table(tp, pc, vs)
+    print_table(tp, pcs, vs)
     total = time.monotonic() - started
     report = {
         "machine": {
@@ -823,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "options": vars(args),
         "throughput": tp,
-        "pacing": pc,
+        "pacing": pcs,
         "verdicts": [asdict(v) for v in vs],
         "targets_met": all(v.ok for v in vs),
         "total_seconds": round(total, 1),

@@ -558,10 +558,17 @@ class Run:
                 self._submit(chunk)
                 continue
             batch: list[tuple[Job, float]] = []
-            lead = LEAD if self.native is not None else 0.0  # the C loop waits for each job's time
             for job, off in chunk:
-                due = self.mono0 + off - lead
-                if due > time.monotonic():
+                due = self.mono0 + off
+                if self.native is not None:  # the C loop keeps each job's time: hand on LEAD ahead
+                    if due - LEAD > time.monotonic():
+                        if batch:
+                            self._submit(batch)
+                            batch = []
+                        await self._sleep_until(due - LEAD / 2)  # (coarse: a wake-up per LEAD / 2)
+                        if self.stopping:
+                            return
+                elif due > time.monotonic():
                     if batch:
                         self._submit(batch)
                         batch = []
@@ -615,6 +622,11 @@ class Run:
                 or not isinstance(self.source, Recorded) or any(self.sent_before.values())):
             return None
         return native.fast_planner(self.planner, None if self.opts.allow_primary else sorted(self.primary))
+
+    async def _sleep_until(self, at: float) -> None:
+        """Wait until `at` (time.monotonic()) with the loop's plain timers, hearing a stop."""
+        while not self.stopping and (wait := at - time.monotonic()) > 0:
+            await asyncio.sleep(min(wait, 0.5))
 
     def _room(self) -> int:
         """Requests in flight per target, waiting ones included. The native loop gets a deep

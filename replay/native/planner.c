@@ -265,9 +265,13 @@ static int col_parse(PyObject *spec, col_t *c) {
     if (get_buf(v, &c->valid, &c->has_valid) < 0 || get_buf(o, &c->offsets, &c->has_offsets) < 0 ||
         get_buf(d, &c->data, &c->has_data) < 0)
         return -1;
-    if (off < 0 || len < 0 || (c->has_valid && c->valid.len * 8 < off + len) ||
+    if ((c->has_valid && c->valid.len * 8 < off + len) ||
         (c->has_offsets && c->offsets.len < (Py_ssize_t)(4 * (off + len + 1)))) {
         PyErr_SetString(PyExc_ValueError, "a column's buffers are shorter than its rows");
+        return -1;
+    }
+    if (c->has_offsets && ((uintptr_t)c->offsets.buf & 3)) { /* (Arrow's buffers are 64-byte aligned) */
+        PyErr_SetString(PyExc_ValueError, "a column's offsets are not aligned");
         return -1;
     }
     return 0;
@@ -319,6 +323,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
+    int initialized;
     int mode;
     bytes_t strings;             /* every configured text lives here (the str_t point into it) */
     str_t literal, suffix;
@@ -388,6 +393,10 @@ static int Planner_init(Planner *p, PyObject *args, PyObject *kw) {
         return -1;
     int r = -1;
     PyObject *fs = NULL, *fd = NULL, *fm = NULL, *fp = NULL;
+    if (p->initialized) {
+        PyErr_SetString(PyExc_TypeError, "a Planner is set up once");
+        goto out;
+    }
     p->mode = !strcmp(mode, "suffix") ? MODE_SUFFIX : !strcmp(mode, "keep") ? MODE_KEEP
             : !strcmp(mode, "literal") ? MODE_LITERAL : -1;
     if (p->mode < 0) { PyErr_SetString(PyExc_ValueError, "mode: suffix, keep or literal"); goto out; }
@@ -448,6 +457,7 @@ static int Planner_init(Planner *p, PyObject *args, PyObject *kw) {
     p->limit = limit;
     b2b_init(&p->keyed, 8, key.buf, (size_t)key.len);
     p->allow_writes = allow_writes;
+    p->initialized = 1;
     r = 0;
 out:
     PyBuffer_Release(&key);
@@ -675,6 +685,7 @@ static int is_primary(const Planner *p, str_t server) {
 static int is_safe(str_t m) { return EQ(m, "GET") || EQ(m, "HEAD") || EQ(m, "OPTIONS") || EQ(m, "TRACE"); }
 
 static int count_write(batch_t *b, str_t m) {
+    if (!m.n) m = (str_t){(const uint8_t *)"?", 1}; /* plan.count_skip: `skip.method or "?"` */
     for (size_t i = 0; i < b->nw; i++)
         if (b->wm[i].n == m.n && memcmp(b->wm[i].p, m.p, m.n) == 0) { b->wc[i]++; return 0; }
     if (b->nw == b->capw) {
@@ -835,8 +846,13 @@ static PyObject *Planner_plan(Planner *p, PyObject *args) {
     batch_t b;
     memset(&b, 0, sizeof b);
     if (PySequence_Fast_GET_SIZE(fc) != NCOLS) { PyErr_SetString(PyExc_ValueError, "11 columns"); goto out; }
+    if (!p->initialized) { PyErr_SetString(PyExc_TypeError, "Planner.__init__ was not called"); goto out; }
     for (int k = 0; k < NCOLS; k++)
         if (col_parse(PySequence_Fast_GET_ITEM(fc, k), &c[k]) < 0) goto out;
+    if (c[K_HEADERS].has_data || c[K_FLAGS].has_data) {
+        PyErr_SetString(PyExc_ValueError, "a list column has no data buffer of its own");
+        goto out;
+    }
     int64_t n = c[K_ID].length;
     static const int rows_like_id[] = {K_SERVER, K_METHOD, K_TARGET, K_VERSION, K_HEADERS, K_BODY, K_FLAGS};
     for (size_t k = 0; k < sizeof rows_like_id / sizeof *rows_like_id; k++)
@@ -881,9 +897,7 @@ static PyObject *Planner_plan(Planner *p, PyObject *args) {
     memcpy(pl->skips, b.skips, sizeof b.skips);
     if (!pl->writes) { Py_DECREF(pl); goto out; }
     for (size_t w = 0; w < b.nw; w++) {
-        /* (plan.count_skip names an empty method "?") */
-        PyObject *key = b.wm[w].n ? PyUnicode_DecodeUTF8((const char *)b.wm[w].p, (Py_ssize_t)b.wm[w].n, "surrogateescape")
-                                  : PyUnicode_FromString("?");
+        PyObject *key = PyUnicode_DecodeUTF8((const char *)b.wm[w].p, (Py_ssize_t)b.wm[w].n, "surrogateescape");
         PyObject *val = PyLong_FromLongLong(b.wc[w]);
         if (!key || !val || PyDict_SetItem(pl->writes, key, val) < 0) { Py_XDECREF(key); Py_XDECREF(val); Py_DECREF(pl); goto out; }
         Py_DECREF(key); Py_DECREF(val);

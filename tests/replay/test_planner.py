@@ -229,6 +229,20 @@ def test_bad_columns_are_refused_not_read() -> None:
         fast.plan(cols[:3] + [(v, bad, d, 0, 1)] + cols[4:], None)
     with pytest.raises(ValueError):  # (no arithmetic on it overflows)
         fast.plan(cols[:3] + [(v, o, d, 1 << 62, 1 << 62)] + cols[4:], None)
+    lv, lo, _, loff, ln = cols[5]
+    with pytest.raises(ValueError):  # a list's rows are its child's: no data of its own is read
+        fast.plan(cols[:5] + [(lv, lo, bytearray(b"x"), loff, ln)] + cols[6:], None)
+    with pytest.raises(TypeError):  # set up once: a second __init__ would leave it half-made
+        fast.__init__("suffix", "", "-shadow", [("x", "\u2603", "v")], [], [], 1.0, bytes(16), None, False, None)
+    assert fast.plan(cols, None) is not None
+
+
+def test_empty_and_question_mark_methods_are_one_write() -> None:
+    """plan.count_skip names an empty method "?": a method "?" adds to the same count."""
+    rows = [{"id": str(k), "server": "h:1", "method": m, "target": "/", "version": "HTTP/1.1", "req_headers": [],
+             "req_body": None, "t_req_start": 0.0, "flags": None} for k, m in enumerate(["", "?", "", "PUT"])]
+    planned = check(Planner(Edits(), Sampler()), None, pa.RecordBatch.from_pylist(rows, schema=SCHEMA))
+    assert planned.writes == {"?": 3, "PUT": 1}
 
 
 def test_a_null_header_list_has_no_headers_in_both() -> None:
