@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import math
 import os
@@ -421,6 +422,7 @@ class Run:
         self.hurry = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self._room_waiter: asyncio.Future[None] | None = None
+        self._stopped: asyncio.Event | None = None  # set by request_stop (wakes _sleep_until)
         self.chunks: asyncio.Queue[Chunk | None] | None = None
         self.native: native.NativeLoop | None = None
 
@@ -474,6 +476,10 @@ class Run:
             self.hurry = True  # a second signal: stop waiting for answers
         if self.feeder is not None:
             self.feeder.stop.set()
+        if self.native is not None:  # what it holds ahead of its time is not sent now
+            self.native.sender.cancel_pending()
+        if self._stopped is not None:
+            self._stopped.set()
         w = self._room_waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -493,6 +499,7 @@ class Run:
         self.sinks = {t.name: _Sink(self.rec, t.name, writer, self.tag) for t in self.targets}
         self.journals = {t.name: Journal(target_dir(self.rec, t.name), self.tag) for t in self.targets}
         self.loop = loop
+        self._stopped = asyncio.Event()
         self.pools: list[Any]
         if native.chosen(self.opts.sender, self.targets, self.pacer.mode, self.opts.live):
             self.native = native.NativeLoop(
@@ -624,9 +631,11 @@ class Run:
         return native.fast_planner(self.planner, None if self.opts.allow_primary else sorted(self.primary))
 
     async def _sleep_until(self, at: float) -> None:
-        """Wait until `at` (time.monotonic()) with the loop's plain timers, hearing a stop."""
-        while not self.stopping and (wait := at - time.monotonic()) > 0:
-            await asyncio.sleep(min(wait, 0.5))
+        """Wait until `at` (time.monotonic()) with the loop's plain timers, or a stop."""
+        wait = at - time.monotonic()
+        if wait > 0 and not self.stopping and self._stopped is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), wait)
 
     def _room(self) -> int:
         """Requests in flight per target, waiting ones included. The native loop gets a deep
@@ -713,7 +722,7 @@ class Run:
         sent is then recorded as `interrupted`, and what was not is left for a re-run."""
         if self.native is not None:
             if self.stopping:  # what has not left yet (queued, or waiting for its time) stays unsent
-                self.native.sender.cancel_pending()
+                self.native.sender.cancel_pending()  # (again: request_stop did, before the last hand-over)
             self.native.sender.close_input()  # nothing more comes: it reports the last answers at once
         while any(p.in_flight for p in self.pools) and not self.hurry:
             await asyncio.sleep(0.01)

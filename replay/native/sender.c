@@ -922,6 +922,17 @@ static void drop_backlog(Sender *s, target_t *t) {
     }
 }
 
+/* cancel_pending's flag, taken on the loop thread: drop the backlog (before any dispatch, so
+ * that nothing it held is sent once cancel_pending has returned). */
+static void take_cancel(Sender *s) {
+    pthread_mutex_lock(&s->lock);
+    int cancel = s->cancel;
+    s->cancel = 0;
+    pthread_mutex_unlock(&s->lock);
+    if (cancel)
+        for (int ti = 0; ti < s->ntargets; ti++) drop_backlog(s, &s->targets[ti]);
+}
+
 /* Arm the timer for the earliest head of queue that is not due yet (or disarm it). */
 static void arm_timer(Sender *s, double now) {
     double next = 0;
@@ -1032,6 +1043,7 @@ static void *loop_main(void *arg) {
             s->next_sweep = now + SWEEP;
         }
         /* freed connections take waiting jobs within the same turn */
+        take_cancel(s);
         for (int ti = 0; ti < s->ntargets; ti++) dispatch(s, &s->targets[ti], now);
         flush_sends(s);
     }
