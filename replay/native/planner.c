@@ -952,7 +952,7 @@ static void Planned_dealloc(Planned *pl) {
 
 static Py_ssize_t Planned_len(Planned *pl) { return (Py_ssize_t)pl->njobs; }
 
-/* [(id, data, host | None, close, head)], for tests and for the asyncio client */
+/* [(id, data, host | None, close, head)]: what the tests hold against plan.Planner.job */
 static PyObject *Planned_jobs(Planned *pl, PyObject *noargs) {
     PyObject *l = PyList_New((Py_ssize_t)pl->njobs);
     for (size_t i = 0; l && i < pl->njobs; i++) {

@@ -986,8 +986,7 @@ static void *loop_main(void *arg) {
     for (;;) {
         /* take new jobs */
         pthread_mutex_lock(&s->lock);
-        int closed = s->closed_input, stop = s->stop, cancel = s->cancel;
-        s->cancel = 0;
+        int closed = s->closed_input, stop = s->stop;
         char kind[32], detail[200];
         memcpy(kind, s->abandon_kind, sizeof kind);
         memcpy(detail, s->abandon_detail, sizeof detail);
@@ -1002,8 +1001,7 @@ static void *loop_main(void *arg) {
             abandon_all(s, kind, detail);
             break;
         }
-        if (cancel)
-            for (int ti = 0; ti < s->ntargets; ti++) drop_backlog(s, &s->targets[ti]);
+        take_cancel(s);
         double now = mono();
         for (int ti = 0; ti < s->ntargets; ti++) dispatch(s, &s->targets[ti], now);
         flush_sends(s);

@@ -65,6 +65,20 @@ def replay(*args: object, timeout: float = 60.0) -> Done:
     return Done(p.returncode, p.stdout, p.stderr, time.monotonic() - t)
 
 
+def replay_until_journaled(args: Sequence[object], journal: Path, err: Path) -> subprocess.Popen[bytes]:
+    """`shadowtap replay ARGS` in its own session (stderr to `err`), once it has journaled a send."""
+    with open(err, "wb") as f:
+        proc = subprocess.Popen([*netlab.shadowtap_argv(), "replay", *map(str, args)], cwd=REPO,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
+                                start_new_session=True, env=netlab.curl_env())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (journal.exists() and journal.stat().st_size > 0):
+        if proc.poll() is not None:
+            raise AssertionError(err.read_text())
+        time.sleep(0.02)
+    return proc
+
+
 def extract(pcap: Path, rec: Path) -> Path:
     p = subprocess.run([*netlab.shadowtap_argv(), "extract", str(pcap), "-o", str(rec)], cwd=REPO,
                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
@@ -638,15 +652,8 @@ def test_resume_after_sigkill(lab: Lab, tmp_path: Path, loop: str) -> None:
     target_of = {r["id"]: r["target"] for r in rows}
     at = mark(server)
     journal = rec / "results" / "shadow" / "_sent.log"
-    with open(tmp_path / "first.err", "wb") as err:
-        proc = subprocess.Popen([*netlab.shadowtap_argv(), "replay", *map(str, args)], cwd=REPO,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True, env=netlab.curl_env())
+    proc = replay_until_journaled(args, journal, tmp_path / "first.err")
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (journal.exists() and journal.stat().st_size > 0):
-            assert proc.poll() is None, (tmp_path / "first.err").read_text()
-            time.sleep(0.02)
         time.sleep(2.0)
         assert proc.poll() is None, "the first run ended before it was killed"
     finally:
@@ -702,15 +709,8 @@ def test_sigint_stops_sending_and_a_rerun_finishes(lab: Lab, tmp_path: Path, sen
     args = [rec, "--target", lab.nginx.base_url, "--rate", "300", "--sender", sender]
     at = mark(lab.nginx)
     journal = rec / "results" / "shadow" / "_sent.log"
-    with open(tmp_path / "first.err", "wb") as err:
-        proc = subprocess.Popen([*netlab.shadowtap_argv(), "replay", *map(str, args)], cwd=REPO,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True, env=netlab.curl_env())
+    proc = replay_until_journaled(args, journal, tmp_path / "first.err")
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (journal.exists() and journal.stat().st_size > 0):
-            assert proc.poll() is None, (tmp_path / "first.err").read_text()
-            time.sleep(0.02)
         time.sleep(1.5)
         t_signal = time.time()
         proc.send_signal(signal.SIGINT)
