@@ -29,8 +29,8 @@ Why it is built this way:
   with the request index in the query string, so each nginx log line ($msec, millisecond
   resolution, written when the response is done) can be set against its request's due time as
   a cross-check of the results' own ``t_send - t_due``. It runs once per send loop: ``--sender
-  native`` (what http:// targets get: the verdict) and ``--sender asyncio`` (what https://
-  targets get: printed beside it).
+  native`` (what ``replay`` uses for http:// targets: the verdict) and ``--sender asyncio`` (what
+  https:// targets and ``mirror`` get: printed beside it).
 * CPU seconds and peak RSS of a child come from ``os.wait4``: the CPU includes the replay's
   worker processes (if it starts any), the RSS is the largest single process's. On Linux a
   child's ru_maxrss starts at this script's own RSS when it forks (exec records the hiwater
@@ -575,7 +575,7 @@ def run_wrk(wrk: list[str], server: netlab.Server, args: argparse.Namespace, whe
             "stdout": wrun.stdout}
 
 
-SENDERS = ("native", "asyncio")  # replay's two send loops: C (http://, the default) and asyncio (https://)
+SENDERS = ("native", "asyncio")  # replay's two send loops: C (http://, the default) and asyncio (https://, mirror)
 
 
 def pacing(server: netlab.Server, work: Path, args: argparse.Namespace, sender: str) -> dict[str, Any]:
@@ -655,7 +655,7 @@ def verdicts(tp: dict[str, Any], pcs: dict[str, dict[str, Any]]) -> list[Verdict
                        f"nginx logged {acc['nginx_logged']:,}; replay exit {tp['replay']['returncode']}"))
     for sender, pc in pcs.items():
         if sender != SENDERS[0]:
-            continue  # (the asyncio loop's numbers are printed: https:// targets use it)
+            continue  # (the asyncio loop's numbers are printed: https:// and mirror use it)
         p99 = pc["send_error_ms"]["p99"]
         pacc = pc["accounting"]
         out.append(Verdict(f"pacing send-time error p99 ≤ {LAG_P99_TARGET_MS:g} ms ({sender} loop)", p99 is not None

@@ -105,9 +105,6 @@ def add_sending_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--drop-header", action="append", default=[], type=_name, metavar="K",
                    help="remove a header (repeatable)")
     s = p.add_argument_group("sending")
-    s.add_argument("--sender", choices=("auto", "native", "asyncio"), default="auto",
-                   help="the send loop: native (C, http:// targets) or asyncio (https:// too); auto "
-                   "picks native where it serves (default)")
     s.add_argument("--concurrency", type=positive(int), default=10, metavar="N",
                    help="connections per target at most (default 10)")
     s.add_argument("--timeout", type=positive(float), default=10.0, metavar="S",
@@ -137,6 +134,9 @@ def register(sub: Any) -> None:
     pc.add_argument("--speed", type=positive(float), default=1.0, metavar="X",
                     help="with --pace captured: X times as fast")
     pc.add_argument("--rate", type=positive(float), metavar="R", help="a fixed R requests per second instead")
+    pc.add_argument("--sender", choices=("auto", "native", "asyncio"), default="auto",
+                    help="the send loop: native (C, http:// targets) or asyncio (https:// too); auto "
+                    "picks native where it serves (default)")
     p.add_argument("--limit", type=positive(int), metavar="N", help="read at most N exchanges")
     p.add_argument("--workers", type=positive(int), metavar="N",
                    help="sending processes, sharing --concurrency (default: one per core, up to 4, for "
@@ -254,13 +254,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         total = min(total, args.limit)
     opts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary,
                    sender=args.sender)
-    if args.sender == "native" and not native.usable(targets):
+    if args.sender == "native" and not native.usable(targets, pacer.mode, live=False):
         raise UserError("--sender native sends to http:// targets only"
                         + ("" if native.available() else " (and this build has no native loop)"))
     # Worker processes take a second to start: worth it for a large recording sent fast by the
     # asyncio loop. Not for the native loop: one process keeps it fed, and a second one only
     # takes CPU from the target (half the rate on two cores).
-    big = pacer.mode == "fast" and total >= 50_000 and not native.chosen(args.sender, targets)
+    big = pacer.mode == "fast" and total >= 50_000 and not native.chosen(args.sender, targets, pacer.mode, False)
     workers = args.workers or (min(4, os.cpu_count() or 1) if big else 1)
     try:
         locks = lock_results(rec, [t.name for t in targets])

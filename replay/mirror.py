@@ -28,7 +28,6 @@ from capture.pcapfile import Record
 from capture.recording import ExchangeWriter, is_recording, private_dir, write_manifest
 from capture.status import prepare_directory
 
-from . import native
 from .cli import add_sending_options, exit_code, finish, planner_of, summarize, targets_of
 from .plan import Captured, Planner, count_skip
 from .results import Busy, lock_results
@@ -162,11 +161,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     except Busy as e:
         raise UserError(str(e)) from None
     stream = MirrorStream(copts.ports, rec, planner, args.queue)
-    if args.sender == "native" and not native.usable(targets):
-        raise UserError("--sender native sends to http:// targets only"
-                        + ("" if native.available() else " (and this build has no native loop)"))
-    ropts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary, live=True,
-                    sender=args.sender)
+    ropts = Options(args.concurrency, args.timeout, args.max_body, args.discard, args.allow_primary, live=True)
     run = Run(rec, targets, stream.source(), planner, Pacer("live"), ropts)
     agent = Agent(copts, ["shadowtap", "mirror", *sys.argv[2:]], stream=stream)
     errors: list[BaseException] = []

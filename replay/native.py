@@ -3,8 +3,8 @@ when they can be used, and the loop's results turned into Arrow record batches w
 Python object per row.
 
 The C loop answers the same questions as replay.client (which stays the reference and serves
-what the loop does not: https targets); results are the same records either way
-(results.RESULT_SCHEMA).
+what the loop does not: https targets and mirror's live stream); results are the same records
+either way (results.RESULT_SCHEMA).
 """
 from __future__ import annotations
 
@@ -94,15 +94,15 @@ def available() -> bool:
     return _sender is not None
 
 
-def usable(targets: Sequence[Any]) -> bool:
-    """The loop serves plain-http targets: replays paced or fast, and mirror's live stream
-    (https goes through replay.client)."""
-    return _sender is not None and all(t.scheme == "http" for t in targets)
+def usable(targets: Sequence[Any], mode: str, live: bool) -> bool:
+    """The loop serves replays to plain-http targets, paced or fast (mirror's live stream and
+    https go through replay.client)."""
+    return _sender is not None and mode != "live" and not live and all(t.scheme == "http" for t in targets)
 
 
-def chosen(sender: str, targets: Sequence[Any]) -> bool:
+def chosen(sender: str, targets: Sequence[Any], mode: str, live: bool) -> bool:
     """Does a run with `--sender` (auto, native or asyncio) send through the native loop?"""
-    return sender != "asyncio" and usable(targets)
+    return sender != "asyncio" and usable(targets, mode, live)
 
 
 def resolve(host: str, port: int) -> str:

@@ -476,8 +476,8 @@ class Run:
             self.hurry = True  # a second signal: stop waiting for answers
         if self.feeder is not None:
             self.feeder.stop.set()
-        if self.native is not None and not self.opts.live:  # what it holds is not sent now
-            self.native.sender.cancel_pending()  # (mirror: what it took is sent, as it was counted)
+        if self.native is not None:  # what it holds ahead of its time is not sent now
+            self.native.sender.cancel_pending()
         if self._stopped is not None:
             self._stopped.set()
         w = self._room_waiter
@@ -501,7 +501,7 @@ class Run:
         self.loop = loop
         self._stopped = asyncio.Event()
         self.pools: list[Any]
-        if native.chosen(self.opts.sender, self.targets):
+        if native.chosen(self.opts.sender, self.targets, self.pacer.mode, self.opts.live):
             self.native = native.NativeLoop(
                 loop, self.targets, [self.journals[t.name].fd for t in self.targets], self.opts.concurrency,
                 self.opts.timeout, self.opts.max_body, self.opts.discard, self._on_batch, self._wake,
@@ -639,12 +639,8 @@ class Run:
 
     def _room(self) -> int:
         """Requests in flight per target, waiting ones included. The native loop gets a deep
-        queue: it must never wait for Python to hand it the next request. Not when mirroring:
-        what the shadow cannot take must wait in mirror's bounded queue (and be dropped there,
-        counted), not pile up as lag."""
-        if self.native is not None and not self.opts.live:
-            return self.opts.concurrency + 8192
-        return self.opts.concurrency * 2
+        queue: it must never wait for Python to hand it the next request."""
+        return self.opts.concurrency + 8192 if self.native is not None else self.opts.concurrency * 2
 
     def _busiest(self) -> int:
         return max(p.in_flight for p in self.pools)
@@ -683,7 +679,7 @@ class Run:
             mode = self.pacer.mode
             # fast has no schedule to lag behind; live lags behind the capture itself
             dues = [None if mode == "fast" else job.t if mode == "live" else self.wall0 + off for job, off in todo]
-            if self.native is not None and mode not in ("fast", "live"):  # the loop sends each at its time
+            if self.native is not None and mode != "fast":  # the loop sends each at its time
                 pool.submit_batch([job for job, _ in todo], dues, [self.mono0 + off for _, off in todo])
             else:
                 pool.submit_batch([job for job, _ in todo], dues)
@@ -725,7 +721,7 @@ class Run:
         and waiting ones get theirs in turn. A second stop signal cuts this short: what was
         sent is then recorded as `interrupted`, and what was not is left for a re-run."""
         if self.native is not None:
-            if self.stopping and not self.opts.live:  # what has not left yet stays unsent
+            if self.stopping:  # what has not left yet (queued, or waiting for its time) stays unsent
                 self.native.sender.cancel_pending()  # (again: request_stop did, before the last hand-over)
             self.native.sender.close_input()  # nothing more comes: it reports the last answers at once
         while any(p.in_flight for p in self.pools) and not self.hurry:

@@ -53,15 +53,11 @@ def stop(proc: subprocess.Popen[str]) -> str:
     return err
 
 
-SENDERS = ["native", "asyncio"]  # the C loop (what http:// targets get) and replay.client
-
-
-@pytest.mark.parametrize("sender", SENDERS)
-def test_mirror_sends_live_traffic_to_v2(pair: tuple, tmp_path: Path, sender: str) -> None:
+def test_mirror_sends_live_traffic_to_v2(pair: tuple, tmp_path: Path) -> None:
     ns1, v1, ns2, v2 = pair
     before = len(v2.records())
     rec = tmp_path / "rec"
-    proc = start_mirror(ns1, rec, "--target", v2.base_url, "--sender", sender)
+    proc = start_mirror(ns1, rec, "--target", v2.base_url)
     host = ["-H", "Host: httpbin:8000"]
     netlab.curl([[*host, v1.url("/headers")], [*host, v1.url("/get?n=1")], [*host, v1.url("/status/418")],
                  [*host, "-X", "POST", "-d", "x=1", v1.url("/post")]])
@@ -101,14 +97,13 @@ def _blackhole() -> tuple[socket.socket, int]:
     return s, s.getsockname()[1]
 
 
-@pytest.mark.parametrize("sender", SENDERS)
-def test_slow_shadow_drops_are_counted_and_capture_is_whole(pair: tuple, tmp_path: Path, sender: str) -> None:
+def test_slow_shadow_drops_are_counted_and_capture_is_whole(pair: tuple, tmp_path: Path) -> None:
     ns1, v1, _, _ = pair
     hole, port = _blackhole()
     try:
         rec = tmp_path / "rec"
         proc = start_mirror(ns1, rec, "--target", f"http://127.0.0.1:{port}", "--concurrency", "1",
-                            "--timeout", "1", "--queue", "3", "--sender", sender)
+                            "--timeout", "1", "--queue", "3")
         n = 30
         netlab.curl([["-H", "Host: httpbin:8000", v1.url(f"/get?i={i}")] for i in range(n)])
         time.sleep(1.5)
