@@ -726,7 +726,9 @@ def test_sigint_stops_sending_and_a_rerun_finishes(lab: Lab, tmp_path: Path, sen
     time.sleep(0.3)
     first = logged_since(lab.nginx, at)
     assert len(first) == len(journaled)  # every journaled request reached nginx, and no other
-    late = [x.msec for x in first if x.msec > t_signal + 0.05]  # (3.3 ms apart at 300 req/s)
+    # (3.3 ms apart at 300 req/s; 100 ms leaves a loaded machine time to hear the signal,
+    # where the 250 ms the native loop holds ahead would put some 30 requests past it)
+    late = [x.msec for x in first if x.msec > t_signal + 0.1]
     assert not late, f"{len(late)} requests reached nginx after the signal"
     results = read_results(rec, "shadow")
     assert sorted(r["id"] for r in results) == sorted(journaled)
