@@ -202,7 +202,8 @@ class Feeder(threading.Thread):
             background()
         size = 1 if self.pacer.mode == "live" else CHUNK  # live: each as it comes
         try:
-            if self.fast is not None and isinstance(self.source, Recorded):
+            if self.fast is not None:  # (Run._fast_planner gives one only for a Recorded source)
+                assert isinstance(self.source, Recorded)
                 self._run_planned(self.source)
                 return
             admitted: Iterable[Captured] = self._admitted(self.source)
@@ -720,9 +721,7 @@ class Run:
         """Wait for what is in flight: each request ends by --timeout once it has a connection,
         and waiting ones get theirs in turn. A second stop signal cuts this short: what was
         sent is then recorded as `interrupted`, and what was not is left for a re-run."""
-        if self.native is not None:
-            if self.stopping:  # what has not left yet (queued, or waiting for its time) stays unsent
-                self.native.sender.cancel_pending()  # (again: request_stop did, before the last hand-over)
+        if self.native is not None:  # (a stop has cancelled what had not left: request_stop)
             self.native.sender.close_input()  # nothing more comes: it reports the last answers at once
         while any(p.in_flight for p in self.pools) and not self.hurry:
             await asyncio.sleep(0.01)

@@ -284,12 +284,11 @@ static int col_valid(const col_t *c, int64_t i) {
 }
 
 /* Offsets of row i: [*a, *b). 0 when the column has no offsets (no rows). */
-static int col_span(const col_t *c, int64_t i, int32_t *a, int32_t *b) {
-    if (!c->has_offsets) { *a = *b = 0; return 0; }
+static void col_span(const col_t *c, int64_t i, int32_t *a, int32_t *b) {
+    if (!c->has_offsets) { *a = *b = 0; return; }
     const int32_t *o = (const int32_t *)c->offsets.buf;
     *a = o[c->offset + i];
     *b = o[c->offset + i + 1];
-    return 0;
 }
 
 /* Every offset used lies within [0, limit] (the data's bytes, or a list's child's rows) and
